@@ -1,0 +1,284 @@
+"""Invertible display stretches for linear astronomical data.
+
+The AstroSleuth networks were trained on stretched, display-referred pictures. Linear data
+(a stack straight out of Siril, a calibrated plate) is therefore mapped into [0, 1] with a
+stretch that has an *exact* inverse; the network runs in that stretched domain and its
+output is mapped back, so the result is linear again and in the input's units.
+
+Three stretches are offered, each fitted per channel:
+
+``mtf``
+    Siril/PixInsight-style midtones transfer function. The shadows (black point) sit at
+    ``median - 2.8 * sigma`` (sigma from the MAD), the white point at the channel maximum,
+    and the midtone balance is chosen so that the background lands at 0.25, as Siril's
+    autostretch does.
+``asinh``
+    ``asinh((x - black) / a) / asinh((white - black) / a)`` with the softening ``a`` tied
+    to the background noise (``a = 3 sigma``), so faint signal stays linear and bright
+    stars are compressed.
+``none``
+    A linear map of ``[black, white]`` onto [0, 1], for display-referred data. Data already
+    in [0, 1] is passed through unchanged.
+
+``auto`` picks ``mtf`` for linear data (background close to the bottom of the range) and
+``none`` for data that already looks stretched.
+
+Values outside ``[black, white]`` are clipped by :meth:`Stretch.forward`; the pipeline
+recovers them with :meth:`Stretch.clip_residual` (see :mod:`astrosleuth_astro.pipeline`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+
+from .errors import InputError
+
+STRETCHES = ("auto", "mtf", "asinh", "none")
+
+#: Where Siril's autostretch puts the background (target background, 0..1).
+TARGET_BACKGROUND = 0.25
+#: Shadows clipping point in units of the normalised MAD, as in Siril's autostretch.
+SHADOWS_CLIP = -2.8
+#: asinh softening in units of the background sigma.
+ASINH_SOFTENING_SIGMA = 3.0
+#: Normalised background level above which data is taken to be display-referred already.
+STRETCHED_BACKGROUND = 0.08
+#: Most pixels used for statistics: a deterministic subsample keeps huge images fast.
+MAX_STAT_PIXELS = 2_000_000
+
+
+def _as_chw(data: np.ndarray) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim == 2:
+        return data[np.newaxis]
+    if data.ndim != 3:
+        raise InputError(f"stretch: expected a (H, W) or (C, H, W) array, got shape {data.shape}")
+    return data
+
+
+def _subsample(channel: np.ndarray) -> np.ndarray:
+    """A strided subsample with at most ``MAX_STAT_PIXELS`` pixels, NaNs removed."""
+    step = max(1, int(np.ceil(np.sqrt(channel.size / MAX_STAT_PIXELS))))
+    sample = np.asarray(channel[::step, ::step], dtype=np.float64).ravel()
+    return sample[np.isfinite(sample)]
+
+
+def background_stats(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sigma-clipped background level and noise.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W) or (C, H, W)
+        Linear image in any units. NaN and inf are ignored.
+
+    Returns
+    -------
+    median, sigma : ndarray, shape (C,)
+        Background median and noise (1.4826 MAD of the sigma-clipped pixels), in the units
+        of ``data``. Channels with no finite pixel give NaN.
+    """
+    chw = _as_chw(data)
+    med = np.full(chw.shape[0], np.nan)
+    sig = np.full(chw.shape[0], np.nan)
+    for c in range(chw.shape[0]):
+        sample = _subsample(chw[c])
+        if sample.size == 0:
+            continue
+        _, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=5, stdfunc="mad_std")
+        med[c], sig[c] = median, std
+    return med, sig
+
+
+def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
+    """Midtones transfer function ``(m - 1) x / ((2m - 1) x - m)``.
+
+    Maps 0 to 0, 1 to 1 and ``m`` to 0.5. Its inverse is ``mtf(y, 1 - m)``.
+    """
+    return (m - 1.0) * x / ((2.0 * m - 1.0) * x - m)
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """A fitted, invertible per-channel stretch.
+
+    Attributes
+    ----------
+    kind : {"mtf", "asinh", "none"}
+    black, white : ndarray, shape (C,)
+        Black and white points in input units; ``[black, white]`` maps onto [0, 1].
+    param : ndarray, shape (C,)
+        Midtone balance (``mtf``), softening in normalised units (``asinh``), unused
+        (``none``).
+    """
+
+    kind: str
+    black: np.ndarray
+    white: np.ndarray
+    param: np.ndarray = field(default_factory=lambda: np.zeros(1))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _col(self, values: np.ndarray, ndim: int) -> np.ndarray:
+        # (C,) -> (C, 1, 1) so it broadcasts over a (C, H, W) image or tile.
+        return np.asarray(values, dtype=np.float64).reshape((-1,) + (1,) * (ndim - 1))
+
+    def _norm(self, x: np.ndarray) -> np.ndarray:
+        b = self._col(self.black, x.ndim)
+        w = self._col(self.white, x.ndim)
+        return (x - b) / (w - b)
+
+    def _denorm(self, u: np.ndarray) -> np.ndarray:
+        b = self._col(self.black, u.ndim)
+        w = self._col(self.white, u.ndim)
+        return u * (w - b) + b
+
+    # -- public ------------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        return int(np.asarray(self.black).size)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Stretch linear data ``(C, H, W)`` (or ``(H, W)`` for one channel) into [0, 1].
+
+        Values outside ``[black, white]`` are clipped; NaNs stay NaN.
+        """
+        u = np.clip(self._norm(np.asarray(x, dtype=np.float64)), 0.0, 1.0)
+        if self.kind == "mtf":
+            y = mtf(u, self._col(self.param, u.ndim))
+        elif self.kind == "asinh":
+            a = self._col(self.param, u.ndim)
+            y = np.arcsinh(u / a) / np.arcsinh(1.0 / a)
+        else:
+            y = u
+        return y.astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Exact inverse of :meth:`forward` on [0, 1]; values outside are clipped first."""
+        v = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
+        if self.kind == "mtf":
+            u = mtf(v, 1.0 - self._col(self.param, v.ndim))
+        elif self.kind == "asinh":
+            a = self._col(self.param, v.ndim)
+            u = a * np.sinh(v * np.arcsinh(1.0 / a))
+        else:
+            u = v
+        return self._denorm(u).astype(np.float32)
+
+    def clip_residual(self, x: np.ndarray) -> np.ndarray:
+        """What :meth:`forward` loses by clipping: ``x - inverse(forward(x))``.
+
+        Zero wherever ``x`` lies inside ``[black, white]``.
+        """
+        x64 = np.asarray(x, dtype=np.float64)
+        b = self._col(self.black, x64.ndim)
+        w = self._col(self.white, x64.ndim)
+        return (x64 - np.clip(x64, b, w)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly description (for FITS provenance and for shipping to workers)."""
+        return {
+            "kind": self.kind,
+            "black": [float(v) for v in np.atleast_1d(self.black)],
+            "white": [float(v) for v in np.atleast_1d(self.white)],
+            "param": [float(v) for v in np.atleast_1d(self.param)],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stretch:
+        return cls(
+            kind=d["kind"],
+            black=np.asarray(d["black"], dtype=np.float64),
+            white=np.asarray(d["white"], dtype=np.float64),
+            param=np.asarray(d["param"], dtype=np.float64),
+        )
+
+    def select(self, channels: list[int] | slice) -> Stretch:
+        """The stretch restricted to some channels."""
+        return Stretch(
+            self.kind,
+            np.atleast_1d(self.black)[channels],
+            np.atleast_1d(self.white)[channels],
+            np.atleast_1d(self.param)[channels],
+        )
+
+
+def _range(chw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(chw.shape[0], np.nan)
+    hi = np.full(chw.shape[0], np.nan)
+    for c in range(chw.shape[0]):
+        finite = chw[c][np.isfinite(chw[c])]
+        if finite.size:
+            lo[c], hi[c] = float(finite.min()), float(finite.max())
+    return lo, hi
+
+
+def looks_stretched(data: np.ndarray) -> bool:
+    """Guess whether ``data`` is display-referred already.
+
+    Linear astro data has its background a few percent above the bottom of its range;
+    a stretched picture has it well above (Siril's autostretch puts it at 0.25).
+    """
+    chw = _as_chw(data)
+    med, _ = background_stats(chw)
+    lo, hi = _range(chw)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    level = (med - lo) / span
+    return bool(np.nanmedian(level) > STRETCHED_BACKGROUND)
+
+
+def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
+    """Fit a stretch to an image.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W) or (C, H, W)
+        The image, linear or display-referred, in any units. NaN/inf pixels are ignored.
+    kind : {"auto", "mtf", "asinh", "none"}
+
+    Returns
+    -------
+    Stretch
+        Per-channel parameters. A channel with no spread (constant or empty) gets a unit
+        range centred on its value, so it maps to 0.5 and back exactly.
+    """
+    if kind not in STRETCHES:
+        raise InputError(f"--stretch: unknown stretch {kind!r} (choose from {', '.join(STRETCHES)})")
+    chw = _as_chw(data)
+    if kind == "auto":
+        kind = "none" if looks_stretched(chw) else "mtf"
+
+    lo, hi = _range(chw)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    hi = np.where(np.isfinite(hi), hi, 1.0)
+
+    if kind == "none":
+        # Display-referred data already in [0, 1] is passed through untouched.
+        black = np.where(lo >= 0.0, 0.0, lo)
+        white = np.where(hi <= 1.0, 1.0, hi)
+        return Stretch("none", black, white, np.zeros_like(black))
+
+    med, sigma = background_stats(chw)
+    med = np.where(np.isfinite(med), med, lo)
+    sigma = np.where(np.isfinite(sigma), sigma, 0.0)
+    black = np.maximum(lo, med + SHADOWS_CLIP * sigma)
+    white = hi.copy()
+
+    # Degenerate channels (constant, or a single value above the shadows): a unit range
+    # around the value keeps the map invertible.
+    tiny = 1e-12 * np.maximum(1.0, np.abs(hi))
+    flat = (white - black) <= tiny
+    black = np.where(flat, lo - 0.5 * np.maximum(1.0, np.abs(lo)), black)
+    white = np.where(flat, lo + 0.5 * np.maximum(1.0, np.abs(lo)), white)
+
+    span = white - black
+    bkg = np.clip((med - black) / span, 1e-6, 1.0 - 1e-6)
+    noise = np.clip(sigma / span, 1e-7, None)
+    if kind == "mtf":
+        # Midtone balance that sends the background to TARGET_BACKGROUND.
+        param = np.where(flat, 0.5, mtf(bkg, TARGET_BACKGROUND))
+        param = np.clip(param, 1e-6, 1.0 - 1e-6)
+    else:  # asinh
+        param = np.where(flat, 1.0, ASINH_SOFTENING_SIGMA * noise)
+    return Stretch(kind, black, white, param)
