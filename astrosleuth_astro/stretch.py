@@ -139,10 +139,11 @@ class Stretch:
     def channels(self) -> int:
         return int(np.asarray(self.black).size)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
         """Stretch linear data ``(C, H, W)`` (or ``(H, W)`` for one channel) into [0, 1].
 
-        Values outside ``[black, white]`` are clipped; NaNs stay NaN.
+        Values outside ``[black, white]`` are clipped; NaNs stay NaN. The computation is
+        done in float64; ``dtype`` is that of the result (float32 is what networks take).
         """
         u = np.clip(self._norm(np.asarray(x, dtype=np.float64)), 0.0, 1.0)
         if self.kind == "mtf":
@@ -152,9 +153,9 @@ class Stretch:
             y = np.arcsinh(u / a) / np.arcsinh(1.0 / a)
         else:
             y = u
-        return y.astype(np.float32)
+        return y.astype(dtype, copy=False)
 
-    def inverse(self, y: np.ndarray) -> np.ndarray:
+    def inverse(self, y: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
         """Exact inverse of :meth:`forward` on [0, 1]; values outside are clipped first."""
         v = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
         if self.kind == "mtf":
@@ -164,7 +165,7 @@ class Stretch:
             u = a * np.sinh(v * np.arcsinh(1.0 / a))
         else:
             u = v
-        return self._denorm(u).astype(np.float32)
+        return self._denorm(u).astype(dtype, copy=False)
 
     def clip_residual(self, x: np.ndarray) -> np.ndarray:
         """What :meth:`forward` loses by clipping: ``x - inverse(forward(x))``.

@@ -1,0 +1,265 @@
+"""The astropy-facing Python API: :func:`upscale` and :func:`upscale_file`.
+
+Both build on :func:`astrosleuth_astro.pipeline.upscale_array` and keep everything an
+astronomer relies on: pixel units, the FITS header, the WCS (exactly rescaled), masks
+and uncertainties.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ._version import __version__
+from .errors import InputError
+from .io import add_provenance, check_not_same, read_image, rescale_header, write_image
+from .pipeline import PipelineResult, upscale_array
+from .resample import upsample_nearest
+
+__all__ = ["upscale", "upscale_file", "get_backend", "UpscaleReport"]
+
+
+def get_backend(model: Any = "default", backend: str = "auto", device: str = "cpu", **model_options):
+    """Return a ready :class:`~astrosleuth_astro.engine.backends.Backend`.
+
+    ``model`` may already be a backend (anything callable with a ``model_name``), which is
+    returned unchanged: build it once and pass it to many calls.
+    """
+    if callable(model) and hasattr(model, "model_name"):
+        return model
+    from .engine.backends import make_backend
+
+    return make_backend(model, backend=backend, device=device, **model_options)
+
+
+def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
+    tile = options.pop("tile", None) or getattr(net, "tile", 256)
+    return upscale_array(data, net, scale=scale, tile=tile, **options)
+
+
+def _header_out(header: fits.Header | None, result: PipelineResult, net) -> fits.Header:
+    hdr = rescale_header(header if header is not None else fits.Header(), result.scale)
+    return add_provenance(
+        hdr,
+        model=getattr(net, "model_name", "custom"),
+        sha256=getattr(net, "sha256", ""),
+        scale=result.scale,
+        stretch=result.stretch.kind,
+        version=__version__,
+    )
+
+
+def _propagate_uncertainty(unc, scale: int):
+    """Nearest-neighbour propagation of an NDData uncertainty (see :func:`upscale`)."""
+    arr = np.asarray(unc.array)
+    up = upsample_nearest(arr if arr.ndim >= 2 else arr.reshape(1, 1), scale)
+    return unc.__class__(up, unit=getattr(unc, "unit", None))
+
+
+def upscale(
+    obj: Any,
+    model: Any = "default",
+    scale: int = 4,
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    stretch: str = "auto",
+    tile: int | None = None,
+    pad: int | None = None,
+    batch_size: int = 4,
+    luminance_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    **model_options: Any,
+) -> Any:
+    """Upscale an image and keep its units, header and WCS.
+
+    Parameters
+    ----------
+    obj : ndarray, `~astropy.nddata.CCDData`, `~astropy.nddata.NDData` or FITS image HDU
+        A 2-D image or a ``(3, H, W)`` colour cube, linear or display-referred.
+    model : str, path or Backend
+        Registry name (``"default"``), a weights file (``.pth``, ``.safetensors``,
+        ``.onnx``), or a backend from :func:`get_backend`.
+    scale : {1, 2, 3, 4}
+        Output scale; pixel values keep their units (a flat background of level b stays b).
+    backend : {"auto", "torch", "onnx"}
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    stretch : {"auto", "mtf", "asinh", "none"}
+    tile, pad, batch_size : int, optional
+        Tiling (input pixels); ``tile`` defaults to the model's recommended size.
+    luminance_only : bool
+        Colour only: network luminance, chroma upsampled from the input.
+    progress : callable, optional
+        ``progress(done_tiles, total_tiles)``.
+    **model_options
+        Passed to the model (e.g. NEXT's conditioning strengths).
+
+    Returns
+    -------
+    Same kind as ``obj``
+        ndarray -> ndarray; CCDData/NDData -> the same class with ``wcs`` and ``meta``
+        rescaled, ``mask`` upscaled by nearest neighbour and ``uncertainty`` propagated;
+        HDU -> the same HDU class with the rescaled header.
+
+    Notes
+    -----
+    Uncertainty rule: each output pixel carries the uncertainty of the input pixel it
+    lies in (nearest-neighbour). The ``scale x scale`` output pixels of one input pixel
+    are fully correlated estimates of the same intensity, so their uncertainty is not
+    reduced, and averaging them back recovers the input's uncertainty exactly.
+    """
+    net = get_backend(model, backend=backend, device=device, **model_options)
+    opts = dict(
+        stretch=stretch,
+        tile=tile,
+        pad=pad,
+        batch_size=batch_size,
+        luminance_only=luminance_only,
+        progress=progress,
+    )
+
+    if isinstance(obj, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+        if obj.data is None:
+            raise InputError("HDU: has no image data")
+        result = _run(obj.data, net, scale, **opts)
+        header = _header_out(obj.header, result, net)
+        cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
+        return cls(data=result.data, header=header)
+
+    from astropy.nddata import NDData
+
+    if isinstance(obj, NDData):
+        result = _run(np.asarray(obj.data), net, scale, **opts)
+        src_header = _nddata_header(obj)
+        header = _header_out(src_header, result, net)
+        kwargs: dict[str, Any] = {"meta": header}
+        if getattr(obj, "unit", None) is not None:
+            kwargs["unit"] = obj.unit
+        if obj.wcs is not None:
+            from astropy.wcs import WCS
+
+            kwargs["wcs"] = WCS(header)
+        if obj.mask is not None:
+            kwargs["mask"] = upsample_nearest(np.asarray(obj.mask), scale).astype(bool)
+        if obj.uncertainty is not None:
+            kwargs["uncertainty"] = _propagate_uncertainty(obj.uncertainty, scale)
+        return obj.__class__(result.data, **kwargs)
+
+    if isinstance(obj, np.ndarray):
+        return _run(obj, net, scale, **opts).data
+
+    raise InputError(
+        f"upscale: unsupported input type {type(obj).__name__} "
+        "(use a numpy array, CCDData/NDData or a FITS image HDU)"
+    )
+
+
+def _nddata_header(obj) -> fits.Header:
+    """A FITS header for an NDData: its meta plus its WCS (the WCS wins)."""
+    header = fits.Header()
+    meta = obj.meta
+    if isinstance(meta, fits.Header):
+        header = meta.copy()
+    elif meta:
+        for key, value in meta.items():
+            if len(key) <= 8 and isinstance(value, str | int | float | bool):
+                header[key] = value
+    if obj.wcs is not None:
+        try:
+            header.update(obj.wcs.to_header(relax=True))
+        except AttributeError:  # a non-FITS (gwcs) WCS cannot be rescaled here
+            raise InputError("NDData: only FITS-WCS (astropy.wcs.WCS) can be rescaled") from None
+    return header
+
+
+@dataclass
+class UpscaleReport:
+    """What :func:`upscale_file` did (the CLI's ``--json`` summary)."""
+
+    input: str
+    output: str
+    model: str
+    sha256: str
+    backend: str
+    scale: int
+    stretch: str
+    shape_in: list[int]
+    shape_out: list[int]
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def upscale_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    model: Any = "default",
+    scale: int = 4,
+    hdu: int | str | None = None,
+    overwrite: bool = False,
+    backend: str = "auto",
+    device: str = "cpu",
+    stretch: str = "auto",
+    tile: int | None = None,
+    pad: int | None = None,
+    batch_size: int = 4,
+    luminance_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    **model_options: Any,
+) -> UpscaleReport:
+    """Upscale one image file into another.
+
+    FITS in, FITS out keeps every header card except those that must change (size,
+    BITPIX/BZERO/BSCALE, the WCS and pixel-size keywords, DATAMIN/DATAMAX), and adds
+    provenance (model, weights sha256, scale, stretch, version). The output is float32
+    and written atomically; an existing output is replaced only with ``overwrite=True``;
+    the input is never modified. TIFF, PNG and JPEG are read and written too.
+
+    Returns
+    -------
+    UpscaleReport
+    """
+    import time
+
+    start = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    check_not_same(src, dst)
+    if dst.exists() and not overwrite:
+        raise InputError(f"{dst}: output exists (use --overwrite to replace it)")
+    image = read_image(src, hdu=hdu)
+    net = get_backend(model, backend=backend, device=device, **model_options)
+    if image.display_referred and stretch == "auto":
+        stretch = "none"
+    data = image.data[0] if image.was_2d else image.data
+    result = _run(
+        data,
+        net,
+        scale,
+        stretch=stretch,
+        tile=tile,
+        pad=pad,
+        batch_size=batch_size,
+        luminance_only=luminance_only,
+        progress=progress,
+    )
+    header = _header_out(image.header, result, net)
+    write_image(dst, result.data, header, like=image, overwrite=overwrite)
+    return UpscaleReport(
+        input=str(src),
+        output=str(dst),
+        model=getattr(net, "model_name", "custom"),
+        sha256=getattr(net, "sha256", ""),
+        backend=getattr(net, "name", "custom"),
+        scale=scale,
+        stretch=result.stretch.kind,
+        shape_in=list(np.shape(data)),
+        shape_out=list(np.shape(result.data)),
+        seconds=round(time.perf_counter() - start, 3),
+    )

@@ -1,0 +1,279 @@
+"""The ``astrosleuth-astro`` command line.
+
+Exit codes: 0 success; 2 bad input or usage (one line on stderr, no traceback, no partial
+output); 1 internal error; 130/143 interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ._version import __version__
+from .errors import AstroSleuthError, InputError
+
+PROG = "astrosleuth-astro"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_upscale(sub) -> None:
+    p = sub.add_parser("upscale", help="upscale images (FITS, TIFF, PNG, JPEG)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="input image file(s)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (one input) or directory (several); default: IN_x{scale}.EXT",
+    )
+    p.add_argument("--model", default="default", help="registry name or weights file (default: default)")
+    p.add_argument("--scale", type=int, default=4, help="output scale 1, 2, 3 or 4 (default 4)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    p.add_argument("--tile", type=int, default=None, help="tile size in input pixels")
+    p.add_argument("--stretch", default="auto", help="auto, mtf, asinh or none (default auto)")
+    p.add_argument("--hdu", default=None, help="FITS HDU index or EXTNAME (default: first image)")
+    p.add_argument("--luminance-only", action="store_true", help="colour: upscale luminance only")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_upscale)
+
+
+def _output_for(src: Path, output: str | None, n_inputs: int, scale: int) -> Path:
+    name = f"{src.stem}_x{scale}{src.suffix}"
+    if output is None:
+        return src.with_name(name)
+    out = Path(output)
+    if n_inputs > 1 or out.is_dir():
+        if not out.is_dir():
+            raise InputError(f"{out}: -o must be an existing directory when several inputs are given")
+        return out / name
+    return out
+
+
+def _cmd_upscale(args) -> int:
+    from .api import get_backend, upscale_file
+
+    if args.scale not in (1, 2, 3, 4):
+        raise InputError(f"--scale: {args.scale} is not supported (choose from 1, 2, 3, 4)")
+    if args.tile is not None and args.tile < 1:
+        raise InputError(f"--tile: must be a positive number of pixels, got {args.tile}")
+    from .stretch import STRETCHES
+
+    if args.stretch not in STRETCHES:
+        raise InputError(f"--stretch: unknown stretch {args.stretch!r} (choose from {', '.join(STRETCHES)})")
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
+    jobs = [(Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale)) for s in args.inputs]
+    for src, dst in jobs:
+        if not src.exists():
+            raise InputError(f"{src}: no such file")
+        if dst.exists() and not args.overwrite:
+            raise InputError(f"{dst}: output exists (use --overwrite to replace it)")
+
+    net = get_backend(args.model, backend=args.backend, device=args.device)
+    reports = []
+    for src, dst in jobs:
+        bar = None
+        progress = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=src.name, unit="tile", file=sys.stderr, leave=False)
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+        try:
+            report = upscale_file(
+                src,
+                dst,
+                model=net,
+                scale=args.scale,
+                hdu=hdu,
+                overwrite=args.overwrite,
+                stretch=args.stretch,
+                tile=args.tile,
+                luminance_only=args.luminance_only,
+                progress=progress,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        reports.append(report)
+        if not args.quiet and not args.json:
+            print(f"{src} -> {dst} ({report.seconds:.1f} s)", file=sys.stderr)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({"version": __version__, "results": [asdict(r) for r in reports]}, indent=2))
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list, inspect and download models")
+    msub = p.add_subparsers(dest="models_cmd", required=True, parser_class=_Parser)
+    msub.add_parser("list", help="list the registry").set_defaults(func=_cmd_models_list)
+    for name, func, text in (
+        ("info", "_cmd_models_info", "show one model"),
+        ("path", "_cmd_models_path", "print the local path of a model"),
+        ("download", "_cmd_models_download", "download a model into the cache"),
+    ):
+        q = msub.add_parser(name, help=text)
+        q.add_argument("name")
+        if name == "download":
+            q.add_argument("--force", action="store_true", help="download again even if cached")
+        q.set_defaults(func=globals()[func])
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+
+def _entry_dict(entry) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(entry) if is_dataclass(entry) else dict(vars(entry))
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _cmd_models_list(args) -> int:
+    from .models import list_models
+
+    for e in list_models():
+        print(f"{e.name:18s} {e.arch:5s} x{e.scale}  {e.description}")
+    return 0
+
+
+def _cmd_models_info(args) -> int:
+    from .models import get_entry
+
+    print(json.dumps(_entry_dict(get_entry(args.name)), indent=2))
+    return 0
+
+
+def _cmd_models_path(args) -> int:
+    from .models import model_path
+
+    print(model_path(args.name))
+    return 0
+
+
+def _cmd_models_download(args) -> int:
+    from .models import download
+
+    print(download(args.name, force=args.force))
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export-onnx", help="export a model to ONNX (dynamic H and W)")
+    p.add_argument("model", metavar="MODEL", help="registry name or weights file")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .models import export_onnx
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out}: output exists (use --overwrite to replace it)")
+    export_onnx(args.model, out, opset=args.opset)
+    print(out)
+    return 0
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a synthetic star field with known truth")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.fits", help="low-resolution observation")
+    p.add_argument("--truth", metavar="FILE.fits", help="also write the high-resolution truth")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    p.add_argument("--scale", type=int, default=4, help="truth/observation scale (default 4)")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--fwhm", type=float, default=2.5, help="seeing FWHM in observation pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args) -> int:
+    from .io import atomic_output
+    from .sim import simulate, to_hdu
+
+    if min(args.size) < 1:
+        raise InputError(f"--size: must be positive, got {args.size}")
+    res = simulate(
+        tuple(args.size),
+        scale=args.scale,
+        channels=args.channels,
+        fwhm=args.fwhm,
+        seed=args.seed,
+    )
+    targets = [(Path(args.output), "lr")] + ([(Path(args.truth), "hr")] if args.truth else [])
+    for path, which in targets:
+        with atomic_output(path, overwrite=args.overwrite) as tmp:
+            to_hdu(res, which=which).writeto(tmp)
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="FITS-faithful super-resolution of astronomical images.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_upscale(sub)
+    _add_models(sub)
+    _add_export(sub)
+    _add_simulate(sub)
+    return parser
+
+
+def _on_sigterm(signum, frame):
+    # Turn SIGTERM into an exception so atomic writers clean up their temp files.
+    raise SystemExit(143)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or bool(os.environ.get("ASTROSLEUTH_DEBUG"))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return int(args.func(args) or 0)
+    except AstroSleuthError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,227 @@
+"""The linear-data pipeline around a network: stretch, tiles, exact inverse.
+
+``upscale_array`` is the core of every entry point (Python API, CLI, Siril, batch):
+
+1. Non-finite pixels (NaN stack borders, inf) are masked and filled with the channel's
+   background so they do not disturb the network; they are put back, unchanged, at the
+   matching output pixels, so they never spread into their neighbours.
+2. The data is mapped into [0, 1] with an invertible stretch fitted on the whole input
+   (:mod:`astrosleuth_astro.stretch`).
+3. The network runs tile by tile (:mod:`astrosleuth_astro.engine.tiles`). Mono images are
+   replicated to 3 channels and the 3 outputs averaged.
+4. The exact inverse stretch maps the result back to linear data in the input's units.
+5. What the stretch clipped (values below the black point, above the white point) is not
+   lost: that *clipped residual* ``x - clip(x, black, white)`` is carried through plain
+   bilinear interpolation and added back. Bilinear interpolation keeps the residual's
+   mean over each input-pixel footprint (up to the image border), so the clipped part of
+   the flux is conserved without the network ever having to represent it.
+6. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
+
+Steps 4-6 run band by band over output rows, so the output may be a memory-mapped array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine.tiles import upscale_tiled
+from .errors import InputError
+from .resample import SCALES, from_native, upsample_bilinear, upsample_nearest
+from .stretch import Stretch, fit_stretch
+
+#: Native scale of the AstroSleuth networks.
+NATIVE_SCALE = 4
+#: Input rows post-processed at a time (bounded memory for huge images).
+BAND_ROWS = 64
+#: ITU-R BT.601 luma weights, used for --luminance-only (YCbCr chroma transfer).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+Net = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class PipelineResult:
+    """Output of :func:`upscale_array`.
+
+    Attributes
+    ----------
+    data : ndarray
+        The upscaled linear image, float32, ``(sH, sW)`` for 2-D input or ``(C, sH, sW)``.
+    stretch : Stretch
+        The stretch that was fitted (or given) and inverted.
+    scale : int
+    """
+
+    data: np.ndarray
+    stretch: Stretch
+    scale: int
+
+
+def as_chw(data: np.ndarray, name: str = "input") -> tuple[np.ndarray, bool]:
+    """Validate an image array and view it as ``(C, H, W)``.
+
+    Returns the view and whether the input was 2-D.
+    """
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr, was_2d = arr[np.newaxis], True
+    elif arr.ndim == 3:
+        was_2d = False
+    else:
+        raise InputError(f"{name}: expected a 2-D image or a (3, H, W) cube, got {arr.ndim}-D data")
+    if arr.shape[0] not in (1, 3):
+        raise InputError(
+            f"{name}: a cube must have 1 or 3 planes (colour as Siril writes it), got {arr.shape[0]}"
+        )
+    if arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise InputError(f"{name}: empty image of shape {arr.shape[1:]}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"{name}: unsupported pixel type {arr.dtype}")
+    return arr, was_2d
+
+
+def _channel_fill(chw: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Per-channel value used in place of non-finite pixels: the median of the rest."""
+    fill = np.zeros(chw.shape[0], dtype=np.float32)
+    for c in range(chw.shape[0]):
+        step = max(1, int(np.sqrt(chw[c].size / 1_000_000)))
+        sample = chw[c, ::step, ::step]
+        sample = sample[~bad[c, ::step, ::step]]
+        if sample.size == 0:  # the subsample missed the few finite pixels
+            sample = chw[c][~bad[c]]
+        fill[c] = np.median(sample) if sample.size else 0.0
+    return fill
+
+
+def _mono_net(net: Net) -> Net:
+    """Run a 3-channel network on 1-channel tiles and average its 3 outputs."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = net(np.repeat(batch, 3, axis=1))
+        return out.mean(axis=1, keepdims=True, dtype=np.float32)
+
+    return run
+
+
+def upscale_array(
+    data: np.ndarray,
+    net: Net,
+    *,
+    scale: int = 4,
+    stretch: str | Stretch = "auto",
+    luminance_only: bool = False,
+    tile: int = 256,
+    pad: int | None = None,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+    out: np.ndarray | None = None,
+    work: np.ndarray | None = None,
+) -> PipelineResult:
+    """Upscale a linear (or display-referred) image with a 4x network.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W) or (C, H, W) with C in {1, 3}
+        The image in any units (ADU, e-, surface brightness, or [0, 1] for pictures).
+    net : callable
+        ``(N, 3, h, w)`` float32 in [0, 1] -> ``(N, 3, 4h, 4w)``, e.g. a
+        :class:`~astrosleuth_astro.engine.backends.Backend`.
+    scale : {1, 2, 3, 4}
+        Output scale. 4 is native; 2 and 3 are area-resampled from 4x; 1 bins 4x4.
+    stretch : {"auto", "mtf", "asinh", "none"} or Stretch
+        How to map the data into the network's [0, 1] domain (see
+        :mod:`astrosleuth_astro.stretch`). A fitted :class:`Stretch` is used as is, which
+        lets many bands or frames share one stretch.
+    luminance_only : bool
+        For colour images: take luminance (BT.601 Y) from the network and the chroma
+        from a bilinear upsampling of the input.
+    tile, pad, batch_size : int
+        Tiling: tile size and context padding in input pixels, tiles per forward.
+    progress : callable, optional
+        ``progress(done, total)`` after each batch of tiles.
+    out : ndarray, optional
+        Destination ``(C, sH, sW)`` (may be a ``np.memmap``); written band by band.
+    work : ndarray, optional
+        Scratch ``(C, 4H, 4W)`` float32 for the network's stretched output (may be a
+        ``np.memmap`` for huge images). For scale 4 it may be ``out`` itself.
+
+    Returns
+    -------
+    PipelineResult
+    """
+    if scale not in SCALES:
+        raise InputError(f"--scale: {scale} is not supported (choose from 1, 2, 3, 4)")
+    if tile is not None and tile < 1:
+        raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
+    chw, was_2d = as_chw(data)
+    n_ch, h, w = chw.shape
+
+    bad = ~np.isfinite(chw)
+    any_bad = bool(bad.any())
+    work_in = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
+    if any_bad:
+        fill = _channel_fill(work_in, bad)
+        np.copyto(work_in, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
+
+    st = stretch if isinstance(stretch, Stretch) else fit_stretch(work_in, stretch)
+    if st.channels != n_ch:
+        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
+    stretched = st.forward(work_in)
+    residual = st.clip_residual(work_in)
+    has_residual = bool(np.any(residual))
+
+    # Constant channels must come out exactly constant (no network bias on flat input).
+    lo = np.array([np.min(work_in[c]) for c in range(n_ch)])
+    hi = np.array([np.max(work_in[c]) for c in range(n_ch)])
+    constant = lo == hi
+
+    net_c = _mono_net(net) if n_ch == 1 else net
+    full_shape = (n_ch, NATIVE_SCALE * h, NATIVE_SCALE * w)
+    if work is None:
+        work = out if (out is not None and scale == NATIVE_SCALE) else None
+    if work is not None and tuple(work.shape) != full_shape:
+        raise ValueError(f"work array has shape {work.shape}, expected {full_shape}")
+    net_out = upscale_tiled(
+        stretched,
+        net_c,
+        scale=NATIVE_SCALE,
+        tile=tile,
+        pad=pad,
+        batch_size=batch_size,
+        progress=progress,
+        out=work,
+    )
+
+    out_shape = (n_ch, scale * h, scale * w)
+    if out is None:
+        out = np.empty(out_shape, dtype=np.float32)
+    elif tuple(out.shape) != out_shape:
+        raise ValueError(f"out array has shape {out.shape}, expected {out_shape}")
+
+    for a in range(0, h, BAND_ROWS):
+        b = min(h, a + BAND_ROWS)
+        rows4 = (NATIVE_SCALE * a, NATIVE_SCALE * b)
+        band = np.asarray(net_out[:, rows4[0] : rows4[1], :], dtype=np.float32)
+        if luminance_only and n_ch == 3:
+            up = upsample_bilinear(stretched, NATIVE_SCALE, rows=rows4)
+            luma_delta = np.tensordot(LUMA, band - up, axes=1)
+            band = up + luma_delta[np.newaxis]
+        lin = st.inverse(band)
+        if has_residual:
+            lin += upsample_bilinear(residual, NATIVE_SCALE, rows=rows4)
+        lin = from_native(lin, NATIVE_SCALE, scale)
+        rows_s = (scale * a, scale * b)
+        if constant.any():
+            lin[constant] = lo[constant][:, None, None]
+        if any_bad:
+            mask = upsample_nearest(bad, scale, rows=rows_s)
+            if mask.any():
+                orig = upsample_nearest(chw, scale, rows=rows_s)
+                lin[mask] = orig[mask]
+        out[:, rows_s[0] : rows_s[1], :] = lin
+
+    result = out[0] if was_2d else out
+    return PipelineResult(data=result, stretch=st, scale=scale)

@@ -1,0 +1,133 @@
+"""Flux-conserving resampling used around the network.
+
+The networks are native 4x. Other scales are made from the 4x result:
+
+* scale 2: 2x2 block average of the 4x image (``ccdproc.block_average``);
+* scale 1 ("enhance"): 4x4 block average (binning) back to the input grid;
+* scale 3: exact area-overlap resampling from the 4x grid to the 3x grid.
+
+All three keep the *mean* of every input-pixel footprint (pixel values are intensities
+per pixel area, so a flat background of level b stays b), and none mixes values across
+input-pixel boundaries: for integer scales each output pixel lies inside one input pixel.
+
+Bilinear upsampling matching ``torch.nn.functional.interpolate(..., mode="bilinear",
+align_corners=False)`` is provided here too, in numpy, so the default (onnxruntime-only)
+path needs no torch. It can produce any band of output rows, for streaming.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+SCALES = (1, 2, 3, 4)
+
+
+def _block_average(img: np.ndarray, factor: int) -> np.ndarray:
+    import ccdproc  # imported lazily: it pulls in a lot of astropy
+
+    block = (1,) * (img.ndim - 2) + (factor, factor)
+    return np.asarray(ccdproc.block_average(img, block), dtype=np.float32)
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Dense ``(n_out, n_in)`` matrix of area-overlap weights (rows sum to 1)."""
+    edges_in = np.arange(n_in + 1, dtype=np.float64)
+    edges_out = np.linspace(0.0, n_in, n_out + 1)
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    overlap = np.clip(hi - lo, 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def area_resample(img: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Resample the last two axes of ``img`` to ``out_shape`` by exact area overlap.
+
+    Parameters
+    ----------
+    img : ndarray, shape (..., H, W)
+    out_shape : (int, int)
+        Output ``(H', W')``.
+
+    Returns
+    -------
+    ndarray, shape (..., H', W'), float32
+        Every output pixel is the area-weighted mean of the input pixels it covers.
+    """
+    h, w = img.shape[-2:]
+    ry = _area_matrix(h, out_shape[0]).astype(np.float32)
+    rx = _area_matrix(w, out_shape[1]).astype(np.float32)
+    # Separable: rows then columns. The matrices are small (a few thousand squared at
+    # most per band), and BLAS does the work.
+    tmp = np.einsum("ij,...jk->...ik", ry, np.asarray(img, dtype=np.float32))
+    return np.einsum("...ik,lk->...il", tmp, rx).astype(np.float32)
+
+
+def from_native(img: np.ndarray, native: int, scale: int) -> np.ndarray:
+    """Turn a ``native``-x result into a ``scale``-x one, conserving flux per footprint.
+
+    Parameters
+    ----------
+    img : ndarray, shape (..., native*H, native*W)
+    native : int
+        Scale of ``img`` relative to the input (4 for the AstroSleuth networks).
+    scale : int
+        Wanted output scale, ``1 <= scale <= native``.
+    """
+    if scale == native:
+        return img
+    if not 1 <= scale < native:
+        raise InputError(f"--scale: {scale} is not supported (choose from {SCALES})")
+    if native % scale == 0:
+        return _block_average(img, native // scale)
+    h, w = img.shape[-2] // native, img.shape[-1] // native
+    return area_resample(img, (h * scale, w * scale))
+
+
+def _bilinear_taps(n_in: int, scale: int, start: int, stop: int):
+    """Source indices and weights for output positions ``start..stop-1`` (align_corners=False)."""
+    pos = (np.arange(start, stop, dtype=np.float64) + 0.5) / scale - 0.5
+    pos = np.clip(pos, 0.0, n_in - 1)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (pos - i0).astype(np.float32)
+    return i0, i1, frac
+
+
+def upsample_bilinear(
+    img: np.ndarray, scale: int, rows: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Bilinear upsampling identical to torch's ``align_corners=False`` mode.
+
+    Parameters
+    ----------
+    img : ndarray, shape (..., H, W)
+    scale : int
+        Integer upsampling factor.
+    rows : (int, int), optional
+        Only compute output rows ``rows[0]:rows[1]`` (for band-by-band streaming).
+
+    Returns
+    -------
+    ndarray, shape (..., rows, scale*W), float32
+    """
+    h, w = img.shape[-2:]
+    r0, r1 = rows if rows is not None else (0, h * scale)
+    y0, y1, fy = _bilinear_taps(h, scale, r0, r1)
+    x0, x1, fx = _bilinear_taps(w, scale, 0, w * scale)
+    src = np.asarray(img, dtype=np.float32)
+    top = src[..., y0, :]
+    bot = src[..., y1, :]
+    vert = top + (bot - top) * fy[:, None]
+    left = vert[..., x0]
+    right = vert[..., x1]
+    return left + (right - left) * fx
+
+
+def upsample_nearest(img: np.ndarray, scale: int, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Nearest-neighbour upsampling (each input pixel becomes a ``scale x scale`` block)."""
+    h, w = img.shape[-2:]
+    r0, r1 = rows if rows is not None else (0, h * scale)
+    ys = np.arange(r0, r1) // scale
+    return np.repeat(img[..., ys, :], scale, axis=-1)
