@@ -1,0 +1,200 @@
+"""Atomic creation of output files.
+
+Every output of the package is written to a temporary file in the *target directory* and
+renamed onto the final name only once it is complete, so that
+
+* an interrupted run (error, ``KeyboardInterrupt``, full disk) never leaves a partial
+  output behind, and never destroys an existing file;
+* readers never see a half-written file: :func:`os.replace` within one directory (one file
+  system) is atomic on POSIX and Windows.
+
+The temporary name ends with the final file name (``.astrosleuth-<random>-out.fits``), so
+writers that choose the format or the compression from the name (astropy writes gzip for
+``*.fits.gz``, Pillow picks PNG/JPEG from the suffix) behave as they would on the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["atomic_output", "check_not_same", "check_output_path"]
+
+#: Prefix of the temporary files (hidden on POSIX, easy to recognise and clean up).
+TEMP_PREFIX = ".astrosleuth-"
+
+
+def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check, before any work is done, that ``path`` can be created as an output.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output file.
+    overwrite : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    InputError
+        If the directory does not exist or is not writable, if ``path`` is a directory,
+        or if it exists and ``overwrite`` is false.
+    """
+    out = Path(path)
+    directory = out.parent
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory, not an output file")
+    if not directory.is_dir():
+        raise InputError(f"{out}: output directory {str(directory)!r} does not exist")
+    # os.access is advisory (root passes it everywhere); creating the temp file below is
+    # the real test, but this gives the clear message before hours of work.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: output directory {str(directory)!r} is not writable")
+    if os.path.lexists(out) and not overwrite:
+        raise InputError(f"{out}: exists (use --overwrite)")
+    return out
+
+
+def check_not_same(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str]) -> None:
+    """Refuse an output that is the input file itself (same inode, through any link).
+
+    Parameters
+    ----------
+    input_path, output_path : str or path-like
+        The two files. A missing output cannot be the input and passes.
+
+    Raises
+    ------
+    InputError
+        If both names resolve to the same file.
+    """
+    try:
+        same = os.path.samefile(input_path, output_path)
+    except OSError:
+        # One of them does not exist (or cannot be stat'ed): they cannot be one file.
+        same = False
+    if same:
+        raise InputError(
+            f"{output_path}: is the same file as the input {input_path} (choose another output)"
+        )
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's data to disk (best effort for directories)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable. Not possible on Windows; harmless to skip there.
+    with contextlib.suppress(OSError):
+        _fsync_path(directory)
+
+
+def _reserve_temp_name(out: Path) -> Path:
+    """Return a temp name next to ``out`` that does not exist, checking the dir is writable."""
+    directory = out.parent
+    for _ in range(100):
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{out.name}"
+        try:
+            # Create and remove once: proves we can create files here (root included, e.g.
+            # on a read-only mount) and that the name is free.
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            reason = "is not writable" if exc.errno in (errno.EACCES, errno.EPERM) else None
+            if exc.errno == errno.EROFS:
+                reason = "is on a read-only file system"
+            if reason is None:
+                reason = f"cannot be written ({exc.strerror})"
+            raise InputError(f"{out}: output directory {str(directory)!r} {reason}") from exc
+        os.close(fd)
+        os.unlink(tmp)
+        return tmp
+    raise InputError(f"{out}: could not create a temporary file in {str(directory)!r}")
+
+
+def _commit(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``out`` atomically."""
+    if overwrite:
+        os.replace(tmp, out)
+        return
+    # No-clobber commit: link(2) fails if ``out`` appeared meanwhile (no race window).
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise InputError(f"{out}: exists (use --overwrite)") from None
+    except OSError:
+        # File systems without hard links (some FUSE/SMB mounts): check, then rename.
+        if os.path.lexists(out):
+            raise InputError(f"{out}: exists (use --overwrite)") from None
+        os.replace(tmp, out)
+        return
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path, rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output file.
+    overwrite : bool
+        Replace ``path`` if it exists. Without it an existing file is never touched, not
+        even when it appears while the output is being written.
+
+    Yields
+    ------
+    pathlib.Path
+        A path in the same directory as ``path`` that does **not** exist yet and ends with
+        ``path``'s name (same suffixes). The caller creates and writes it.
+
+    Raises
+    ------
+    InputError
+        ``"{path}: exists (use --overwrite)"``, a missing, read-only or unwritable output
+        directory, or a ``path`` that is a directory. Raised before the body runs.
+
+    Notes
+    -----
+    On success the temp file is fsync'ed, then renamed (``os.replace``, or ``os.link``
+    when overwriting is not allowed), then the directory is fsync'ed. On *any* exception,
+    ``KeyboardInterrupt`` and ``SystemExit`` included, the temp file is removed and the
+    exception propagates; ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> with atomic_output("out.fits") as tmp:            # doctest: +SKIP
+    ...     hdu.writeto(tmp)
+    """
+    out = check_output_path(path, overwrite=overwrite)
+    tmp = _reserve_temp_name(out)
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise FileNotFoundError(f"{out}: the writer did not create the temporary file {tmp}")
+        _fsync_path(tmp)
+        _commit(tmp, out, overwrite=overwrite)
+        _fsync_dir(out.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        raise
