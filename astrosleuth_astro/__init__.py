@@ -1,5 +1,23 @@
-"""astrosleuth-astro: FITS-faithful super-resolution of linear astronomical images."""
+"""astrosleuth-astro: FITS-faithful super-resolution of linear astronomical images.
+
+The public API:
+
+- :func:`upscale` - numpy arrays, CCDData/NDData or FITS HDUs in, the same kind out;
+- :func:`upscale_file` - one image file into another, header and WCS kept;
+- :func:`get_backend` - build a model backend once and reuse it.
+"""
 
 from ._version import __version__
+from .api import UpscaleReport, get_backend, upscale, upscale_file
+from .errors import AstroSleuthError, InputError, ModelError
 
-__all__ = ["__version__"]
+__all__ = [
+    "AstroSleuthError",
+    "InputError",
+    "ModelError",
+    "UpscaleReport",
+    "__version__",
+    "get_backend",
+    "upscale",
+    "upscale_file",
+]

@@ -8,6 +8,7 @@ and uncertainties.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,19 @@ from astropy.io import fits
 
 from ._version import __version__
 from .errors import InputError
-from .io import add_provenance, check_not_same, read_image, rescale_header, write_image
+from .io import (
+    LoadedImage,
+    add_provenance,
+    check_not_same,
+    check_output_path,
+    read_image,
+    rescale_header,
+    write_image,
+)
 from .pipeline import PipelineResult, upscale_array
 from .resample import upsample_nearest
 
-__all__ = ["upscale", "upscale_file", "get_backend", "UpscaleReport"]
+__all__ = ["upscale", "upscale_file", "upscale_image", "get_backend", "UpscaleReport"]
 
 
 def get_backend(model: Any = "default", backend: str = "auto", device: str = "cpu", **model_options):
@@ -115,6 +124,14 @@ def upscale(
     are fully correlated estimates of the same intensity, so their uncertainty is not
     reduced, and averaging them back recovers the input's uncertainty exactly.
     """
+    from astropy.nddata import NDData
+
+    hdu_types = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+    if not isinstance(obj, hdu_types + (NDData, np.ndarray)):
+        raise InputError(
+            f"upscale: unsupported input type {type(obj).__name__} "
+            "(use a numpy array, CCDData/NDData or a FITS image HDU)"
+        )
     net = get_backend(model, backend=backend, device=device, **model_options)
     opts = dict(
         stretch=stretch,
@@ -125,15 +142,13 @@ def upscale(
         progress=progress,
     )
 
-    if isinstance(obj, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+    if isinstance(obj, hdu_types):
         if obj.data is None:
             raise InputError("HDU: has no image data")
         result = _run(obj.data, net, scale, **opts)
         header = _header_out(obj.header, result, net)
         cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
         return cls(data=result.data, header=header)
-
-    from astropy.nddata import NDData
 
     if isinstance(obj, NDData):
         result = _run(np.asarray(obj.data), net, scale, **opts)
@@ -152,13 +167,7 @@ def upscale(
             kwargs["uncertainty"] = _propagate_uncertainty(obj.uncertainty, scale)
         return obj.__class__(result.data, **kwargs)
 
-    if isinstance(obj, np.ndarray):
-        return _run(obj, net, scale, **opts).data
-
-    raise InputError(
-        f"upscale: unsupported input type {type(obj).__name__} "
-        "(use a numpy array, CCDData/NDData or a FITS image HDU)"
-    )
+    return _run(obj, net, scale, **opts).data
 
 
 def _nddata_header(obj) -> fits.Header:
@@ -206,13 +215,7 @@ def upscale_file(
     overwrite: bool = False,
     backend: str = "auto",
     device: str = "cpu",
-    stretch: str = "auto",
-    tile: int | None = None,
-    pad: int | None = None,
-    batch_size: int = 4,
-    luminance_only: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    **model_options: Any,
+    **options: Any,
 ) -> UpscaleReport:
     """Upscale one image file into another.
 
@@ -222,22 +225,61 @@ def upscale_file(
     and written atomically; an existing output is replaced only with ``overwrite=True``;
     the input is never modified. TIFF, PNG and JPEG are read and written too.
 
+    Parameters
+    ----------
+    src, dst : path-like
+        Input and output files; the output format follows ``dst``'s extension.
+    model, backend, device
+        As for :func:`upscale`.
+    scale : {1, 2, 3, 4}
+    hdu : int or str, optional
+        FITS HDU index or EXTNAME (default: the first image HDU).
+    overwrite : bool
+        Replace an existing ``dst``.
+    **options
+        ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``
+        and model options, as for :func:`upscale`.
+
     Returns
     -------
     UpscaleReport
     """
-    import time
-
-    start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     check_not_same(src, dst)
-    if dst.exists() and not overwrite:
-        raise InputError(f"{dst}: output exists (use --overwrite to replace it)")
+    check_output_path(dst, overwrite=overwrite)
     image = read_image(src, hdu=hdu)
+    model_options = {k: options.pop(k) for k in list(options) if k not in _PIPELINE_OPTIONS}
     net = get_backend(model, backend=backend, device=device, **model_options)
+    return upscale_image(image, dst, net, scale=scale, overwrite=overwrite, **options)
+
+
+_PIPELINE_OPTIONS = {"stretch", "tile", "pad", "batch_size", "luminance_only", "progress"}
+
+
+def upscale_image(
+    image: LoadedImage,
+    dst: str | os.PathLike,
+    net,
+    *,
+    scale: int = 4,
+    overwrite: bool = False,
+    stretch: str = "auto",
+    tile: int | None = None,
+    pad: int | None = None,
+    batch_size: int = 4,
+    luminance_only: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> UpscaleReport:
+    """Upscale an image already read by :func:`astrosleuth_astro.io.read_image` into ``dst``.
+
+    This is :func:`upscale_file` after the reading, for callers (the CLI, batch runners)
+    that validate inputs before they build a backend.
+    """
+    start = time.perf_counter()
+    dst = Path(dst)
     if image.display_referred and stretch == "auto":
         stretch = "none"
-    data = image.data[0] if image.was_2d else image.data
+    data = image.restore_shape(image.data)
     result = _run(
         data,
         net,
@@ -252,7 +294,7 @@ def upscale_file(
     header = _header_out(image.header, result, net)
     write_image(dst, result.data, header, like=image, overwrite=overwrite)
     return UpscaleReport(
-        input=str(src),
+        input=str(image.path),
         output=str(dst),
         model=getattr(net, "model_name", "custom"),
         sha256=getattr(net, "sha256", ""),

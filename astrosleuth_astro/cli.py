@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ._version import __version__
@@ -62,55 +63,41 @@ def _output_for(src: Path, output: str | None, n_inputs: int, scale: int) -> Pat
 
 
 def _cmd_upscale(args) -> int:
-    from .api import get_backend, upscale_file
+    from .api import get_backend, upscale_image
+    from .io import check_not_same, check_output_path, read_image
+    from .stretch import STRETCHES
 
     if args.scale not in (1, 2, 3, 4):
         raise InputError(f"--scale: {args.scale} is not supported (choose from 1, 2, 3, 4)")
     if args.tile is not None and args.tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {args.tile}")
-    from .stretch import STRETCHES
-
     if args.stretch not in STRETCHES:
         raise InputError(f"--stretch: unknown stretch {args.stretch!r} (choose from {', '.join(STRETCHES)})")
     hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
     jobs = [(Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale)) for s in args.inputs]
+    # Cheap checks on every job first, so a typo in the last path fails before hours of work.
     for src, dst in jobs:
-        if not src.exists():
-            raise InputError(f"{src}: no such file")
-        if dst.exists() and not args.overwrite:
-            raise InputError(f"{dst}: output exists (use --overwrite to replace it)")
+        check_not_same(src, dst)
+        check_output_path(dst, overwrite=args.overwrite)
 
-    net = get_backend(args.model, backend=args.backend, device=args.device)
+    net = None
     reports = []
     for src, dst in jobs:
-        bar = None
-        progress = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(desc=src.name, unit="tile", file=sys.stderr, leave=False)
-
-            def progress(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
-        try:
-            report = upscale_file(
-                src,
+        image = read_image(src, hdu=hdu)
+        if net is None:  # built after the first input is known to be readable
+            net = get_backend(args.model, backend=args.backend, device=args.device)
+        with _progress_bar(src.name, args.quiet) as progress:
+            report = upscale_image(
+                image,
                 dst,
-                model=net,
+                net,
                 scale=args.scale,
-                hdu=hdu,
                 overwrite=args.overwrite,
                 stretch=args.stretch,
                 tile=args.tile,
                 luminance_only=args.luminance_only,
                 progress=progress,
             )
-        finally:
-            if bar is not None:
-                bar.close()
         reports.append(report)
         if not args.quiet and not args.json:
             print(f"{src} -> {dst} ({report.seconds:.1f} s)", file=sys.stderr)
@@ -119,6 +106,27 @@ def _cmd_upscale(args) -> int:
 
         print(json.dumps({"version": __version__, "results": [asdict(r) for r in reports]}, indent=2))
     return 0
+
+
+@contextmanager
+def _progress_bar(name: str, quiet: bool):
+    """A tqdm bar on stderr fed by the engine's ``progress(done, total)`` callback."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=name, unit="tile", file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _add_models(sub) -> None:
