@@ -28,8 +28,11 @@ from .io import (
     rescale_header,
     write_image,
 )
-from .pipeline import PipelineResult, upscale_array
+from .io.fits import open_fits_output
+from .io.formats import format_from_name as image_format
+from .pipeline import NATIVE_SCALE, PipelineResult, upscale_array
 from .resample import upsample_nearest
+from .stretch import Stretch, fit_stretch
 
 __all__ = ["upscale", "upscale_file", "upscale_image", "get_backend", "UpscaleReport"]
 
@@ -52,16 +55,32 @@ def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
     return upscale_array(data, net, scale=scale, tile=tile, **options)
 
 
-def _header_out(header: fits.Header | None, result: PipelineResult, net) -> fits.Header:
-    hdr = rescale_header(header if header is not None else fits.Header(), result.scale)
+def _header_out(header: fits.Header | None, stretch: Stretch, scale: int, net) -> fits.Header:
+    hdr = rescale_header(header if header is not None else fits.Header(), scale)
     return add_provenance(
         hdr,
         model=getattr(net, "model_name", "custom"),
         sha256=getattr(net, "sha256", ""),
-        scale=result.scale,
-        stretch=result.stretch.kind,
+        scale=scale,
+        stretch=stretch.kind,
         version=__version__,
     )
+
+
+def _upscale_into(data: np.ndarray, net, scale: int, out: np.ndarray, **options) -> None:
+    """Run the pipeline into ``out`` (a memmap); a 4x scratch memmap is used for scales < 4."""
+    chw = data[np.newaxis] if data.ndim == 2 else data
+    out_chw = out[np.newaxis] if out.ndim == 2 else out
+    if scale == NATIVE_SCALE:
+        upscale_array(chw, net, scale=scale, out=out_chw, **options)
+        return
+    import tempfile
+
+    shape4 = (chw.shape[0], NATIVE_SCALE * chw.shape[1], NATIVE_SCALE * chw.shape[2])
+    with tempfile.TemporaryFile(dir=os.environ.get("ASTROSLEUTH_SCRATCH")) as fh:
+        work = np.memmap(fh, dtype=np.float32, mode="w+", shape=shape4)
+        upscale_array(chw, net, scale=scale, out=out_chw, work=work, **options)
+        del work
 
 
 def _propagate_uncertainty(unc, scale: int):
@@ -146,14 +165,14 @@ def upscale(
         if obj.data is None:
             raise InputError("HDU: has no image data")
         result = _run(obj.data, net, scale, **opts)
-        header = _header_out(obj.header, result, net)
+        header = _header_out(obj.header, result.stretch, scale, net)
         cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
         return cls(data=result.data, header=header)
 
     if isinstance(obj, NDData):
         result = _run(np.asarray(obj.data), net, scale, **opts)
         src_header = _nddata_header(obj)
-        header = _header_out(src_header, result, net)
+        header = _header_out(src_header, result.stretch, scale, net)
         kwargs: dict[str, Any] = {"meta": header}
         if getattr(obj, "unit", None) is not None:
             kwargs["unit"] = obj.unit
@@ -256,6 +275,10 @@ def upscale_file(
 _PIPELINE_OPTIONS = {"stretch", "tile", "pad", "batch_size", "luminance_only", "progress"}
 
 
+#: Outputs larger than this (bytes) are streamed into a memory-mapped FITS data section.
+MEMMAP_THRESHOLD = 1 << 30
+
+
 def upscale_image(
     image: LoadedImage,
     dst: str | os.PathLike,
@@ -269,30 +292,39 @@ def upscale_image(
     batch_size: int = 4,
     luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    memmap_threshold: int = MEMMAP_THRESHOLD,
 ) -> UpscaleReport:
     """Upscale an image already read by :func:`astrosleuth_astro.io.read_image` into ``dst``.
 
     This is :func:`upscale_file` after the reading, for callers (the CLI, batch runners)
-    that validate inputs before they build a backend.
+    that validate inputs before they build a backend. FITS outputs larger than
+    ``memmap_threshold`` bytes are written through a memory-mapped data section (and the
+    4x intermediate through a memory-mapped scratch file), so memory does not hold them.
     """
     start = time.perf_counter()
     dst = Path(dst)
     if image.display_referred and stretch == "auto":
         stretch = "none"
     data = image.restore_shape(image.data)
-    result = _run(
-        data,
-        net,
-        scale,
-        stretch=stretch,
-        tile=tile,
+    # The stretch is fitted up front: the output header records it before any pixel exists.
+    fitted = fit_stretch(image.data, stretch) if isinstance(stretch, str) else stretch
+    options = dict(
+        stretch=fitted,
+        tile=tile or getattr(net, "tile", 256),
         pad=pad,
         batch_size=batch_size,
         luminance_only=luminance_only,
         progress=progress,
     )
-    header = _header_out(image.header, result, net)
-    write_image(dst, result.data, header, like=image, overwrite=overwrite)
+    out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
+    header = _header_out(image.header, fitted, scale, net)
+    nbytes = 4 * int(np.prod(out_shape))
+    if image_format(dst) == "fits" and nbytes > memmap_threshold:
+        with open_fits_output(dst, out_shape, header, overwrite=overwrite) as out:
+            _upscale_into(data, net, scale, out, **options)
+    else:
+        result = upscale_array(data, net, scale=scale, **options)
+        write_image(dst, result.data, header, like=image, overwrite=overwrite)
     return UpscaleReport(
         input=str(image.path),
         output=str(dst),
@@ -300,8 +332,8 @@ def upscale_image(
         sha256=getattr(net, "sha256", ""),
         backend=getattr(net, "name", "custom"),
         scale=scale,
-        stretch=result.stretch.kind,
+        stretch=fitted.kind,
         shape_in=list(np.shape(data)),
-        shape_out=list(np.shape(result.data)),
+        shape_out=list(out_shape),
         seconds=round(time.perf_counter() - start, 3),
     )

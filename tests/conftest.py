@@ -64,3 +64,13 @@ def write_sim_fits(path, *, shape=(48, 56), channels=1, seed=0, dtype=np.float32
 @pytest.fixture
 def sim_fits(tmp_path):
     return write_sim_fits(tmp_path / "field.fits", XPIXSZ=3.76, YPIXSZ=3.76, OBJECT="sim")
+
+
+def pytest_configure(config):
+    # Two xdist workers share two cores: one torch thread each avoids oversubscription,
+    # which made small forwards hundreds of times slower.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)

@@ -128,3 +128,18 @@ def test_torch_and_onnx_backends_agree(tiny_fast_model, tiny_fast_onnx):
 def test_unsupported_object():
     with pytest.raises(InputError, match="unsupported input"):
         asa.upscale([1, 2, 3], model="default")
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_memory_mapped_output_equals_in_memory(tiny_fast_model, tmp_path, scale):
+    from astrosleuth_astro.api import upscale_image
+    from astrosleuth_astro.io import read_image
+
+    src = write_sim_fits(tmp_path / "in.fits", shape=(40, 36))
+    net = asa.get_backend(tiny_fast_model)
+    image = read_image(src)
+    a, b = tmp_path / "mem.fits", tmp_path / "mmap.fits"
+    upscale_image(image, a, net, scale=scale)
+    upscale_image(image, b, net, scale=scale, memmap_threshold=0)  # force streaming
+    np.testing.assert_array_equal(fits.getdata(a), fits.getdata(b))
+    assert fits.getheader(a) == fits.getheader(b)
