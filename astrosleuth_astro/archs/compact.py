@@ -89,7 +89,9 @@ def infer_kwargs(state_dict: dict) -> dict:
     """Read the constructor arguments back from a FAST state dict."""
     first = state_dict["body.0.weight"]
     conv_ids = sorted(
-        int(m.group(1)) for k in state_dict if (m := _BODY_CONV.match(k)) and state_dict[k].ndim == 4
+        int(m.group(1))
+        for k in state_dict
+        if (m := _BODY_CONV.match(k)) and state_dict[k].ndim == 4
     )
     up1 = state_dict["conv_up1.weight"]
     up2 = state_dict["conv_up2.weight"]
