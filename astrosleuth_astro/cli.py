@@ -47,6 +47,17 @@ def _add_upscale(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    nxt = p.add_argument_group("NEXT model options (AstroSleuthNEXT only)")
+    nxt.add_argument("--star-strength", type=float, metavar="X", help="star conditioning, -1..1")
+    nxt.add_argument("--detail-strength", type=float, metavar="X", help="detail conditioning, -1..1")
+    nxt.add_argument("--spikes-strength", type=float, metavar="X", help="diffraction-spike conditioning, -1..1")
+    nxt.add_argument("--cond-strength", type=float, metavar="X", help="overall conditioning, 0..5 (0 = off)")
+    nxt.add_argument(
+        "--chroma-matching",
+        action="store_true",
+        default=None,
+        help="luminance from the network, chroma (YCbCr) from the bilinear-upsampled input",
+    )
     p.set_defaults(func=_cmd_upscale)
 
 
@@ -85,7 +96,9 @@ def _cmd_upscale(args) -> int:
     for src, dst in jobs:
         image = read_image(src, hdu=hdu)
         if net is None:  # built after the first input is known to be readable
-            net = get_backend(args.model, backend=args.backend, device=args.device)
+            net = get_backend(
+                args.model, backend=args.backend, device=args.device, **_next_options(args)
+            )
         with _progress_bar(src.name, args.quiet) as progress:
             report = upscale_image(
                 image,
@@ -106,6 +119,19 @@ def _cmd_upscale(args) -> int:
 
         print(json.dumps({"version": __version__, "results": [asdict(r) for r in reports]}, indent=2))
     return 0
+
+
+def _next_options(args) -> dict:
+    """NEXT conditioning options given on the command line (others stay unset)."""
+    opts = {
+        "star_strength": args.star_strength,
+        "detail_strength": args.detail_strength,
+        "spikes_strength": args.spikes_strength,
+        "cond_strength": args.cond_strength,
+        "color_matching": args.chroma_matching,
+    }
+    # The backend refuses them (exit 2) for models that are not NEXT.
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 @contextmanager

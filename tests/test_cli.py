@@ -151,3 +151,11 @@ def test_console_script_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.fits").exists()
+
+
+def test_next_options_refused_for_other_models(capsys, tiny_fast_model, sim_fits, tmp_path):
+    out = tmp_path / "o.fits"
+    code, _, err = run_cli(
+        capsys, "upscale", sim_fits, "-o", out, "--model", tiny_fast_model, "--star-strength", "0.5"
+    )
+    assert code == 2 and "NEXT" in err and not out.exists()
