@@ -57,6 +57,11 @@ def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
 
 def _header_out(header: fits.Header | None, stretch: Stretch, scale: int, net) -> fits.Header:
     hdr = rescale_header(header if header is not None else fits.Header(), scale)
+    # Always record the data range (the writers recompute it from the output): Siril takes a
+    # float file without DATAMAX > 2 that says Siril wrote it for its own [0, 1] data.
+    for key in ("DATAMIN", "DATAMAX"):
+        if key not in hdr:
+            hdr[key] = (0.0, "minimum data value" if key == "DATAMIN" else "maximum data value")
     return add_provenance(
         hdr,
         model=getattr(net, "model_name", "custom"),
@@ -103,6 +108,8 @@ def upscale(
     batch_size: int = 4,
     luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    protect_stars: bool = False,
+    protect_strength: float = 1.0,
     **model_options: Any,
 ) -> Any:
     """Upscale an image and keep its units, header and WCS.
@@ -126,6 +133,11 @@ def upscale(
         Colour only: network luminance, chroma upsampled from the input.
     progress : callable, optional
         ``progress(done_tiles, total_tiles)``.
+    protect_stars : bool
+        Repair dark rings, flux and split cores inside the stars' dilated footprints;
+        pixels outside them are unchanged (:mod:`astrosleuth_astro.protect`).
+    protect_strength : float
+        0 to 1, the strength of the star protection.
     **model_options
         Passed to the model (e.g. NEXT's conditioning strengths).
 
@@ -159,6 +171,8 @@ def upscale(
         batch_size=batch_size,
         luminance_only=luminance_only,
         progress=progress,
+        protect_stars=protect_stars,
+        protect_strength=protect_strength,
     )
 
     if isinstance(obj, hdu_types):
@@ -256,8 +270,8 @@ def upscale_file(
     overwrite : bool
         Replace an existing ``dst``.
     **options
-        ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``
-        and model options, as for :func:`upscale`.
+        ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``,
+        ``protect_stars``, ``protect_strength`` and model options, as for :func:`upscale`.
 
     Returns
     -------
@@ -272,7 +286,16 @@ def upscale_file(
     return upscale_image(image, dst, net, scale=scale, overwrite=overwrite, **options)
 
 
-_PIPELINE_OPTIONS = {"stretch", "tile", "pad", "batch_size", "luminance_only", "progress"}
+_PIPELINE_OPTIONS = {
+    "stretch",
+    "tile",
+    "pad",
+    "batch_size",
+    "luminance_only",
+    "progress",
+    "protect_stars",
+    "protect_strength",
+}
 
 
 #: Outputs larger than this (bytes) are streamed into a memory-mapped FITS data section.
@@ -293,6 +316,8 @@ def upscale_image(
     luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
     memmap_threshold: int = MEMMAP_THRESHOLD,
+    protect_stars: bool = False,
+    protect_strength: float = 1.0,
 ) -> UpscaleReport:
     """Upscale an image already read by :func:`astrosleuth_astro.io.read_image` into ``dst``.
 
@@ -315,6 +340,8 @@ def upscale_image(
         batch_size=batch_size,
         luminance_only=luminance_only,
         progress=progress,
+        protect_stars=protect_stars,
+        protect_strength=protect_strength,
     )
     out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
     header = _header_out(image.header, fitted, scale, net)

@@ -1,0 +1,659 @@
+"""The Siril adapter (``astrosleuth_astro.siril``) and the Siril script, without Siril.
+
+``sirilpy`` ships only inside Siril, so these tests drive the adapter through
+:class:`StandInSiril`, a stand-in that enforces the contract read from sirilpy's source
+(``python_module/sirilpy/connection.py`` and ``exceptions.py``, Siril 1.4.0 to 1.4.4) and
+from the C side that answers it (``src/io/siril_pythoncommands.c``,
+``src/io/siril_pythonmodule.c``):
+
+* ``image_lock()`` raises ``ProcessingThreadBusyError`` / ``ImageDialogOpenError`` (the
+  real class names, subclasses of ``SirilError``) when the thread cannot be claimed;
+* ``set_image_pixeldata`` is refused outside the lock (Siril answers "Processing thread is
+  not claimed"), accepts only 2-D or ``(C, H, W)`` float32/uint16 arrays with C <= 3 and may
+  change the size; ``set_image_metadata_from_header_string`` needs a ``str`` (TypeError
+  otherwise) and is only accepted inside the lock here (stricter than Siril 1.4.4);
+* ``cmd`` raises inside the lock (a Siril command there cannot get the thread);
+* pixels come as ``(H, W)`` or ``(C, H, W)``, float32 or uint16, as copies; the header comes
+  as one string, each card followed by ``"\\n"``, then ``END``;
+* ``undo_save_state`` messages are limited to 70 bytes; ``update_progress`` accepts
+  fractions in [0, 1] only (ValueError otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import importlib.util
+import inspect
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from astrosleuth_astro import pipeline, siril
+from astrosleuth_astro.api import get_backend
+from astrosleuth_astro.sim import simulate, to_hdu
+
+SCRIPT = Path(__file__).resolve().parents[1] / "siril_scripts" / "AstroSleuth_Upscale.py"
+
+
+# --------------------------------------------------------------------------------------
+# The stand-in
+# --------------------------------------------------------------------------------------
+
+
+class SirilError(Exception):
+    """Same name and role as ``sirilpy.exceptions.SirilError``."""
+
+
+class NoImageError(SirilError):
+    pass
+
+
+class CommandError(SirilError):
+    pass
+
+
+class ProcessingThreadBusyError(SirilError):
+    pass
+
+
+class ImageDialogOpenError(SirilError):
+    pass
+
+
+class SirilConnectionError(SirilError):
+    pass
+
+
+def siril_header_text(header: fits.Header) -> str:
+    """A header as ``get_image_fits_header()`` gives it: stripped cards + "\\n", then END."""
+    return "".join(card.image.rstrip() + "\n" for card in header.cards) + "END"
+
+
+class StandInSiril:
+    """A sirilpy ``SirilInterface`` stand-in that enforces the contract (see the module doc)."""
+
+    def __init__(self, pixels, header=None, *, busy=False, dialog_open=False, cli=True):
+        self.pixels = None if pixels is None else np.array(pixels)
+        self.header_text = siril_header_text(header) if isinstance(header, fits.Header) else header
+        self.busy = busy
+        self.dialog_open = dialog_open
+        self.cli = cli
+        self.locked = False
+        self.lock_entries = 0
+        self.logs: list[str] = []
+        self.progress: list[tuple[str, float]] = []
+        self.resets = 0
+        self.undo: list[str] = []
+        self.commands: list[tuple[str, ...]] = []
+        self.set_pixel_calls = 0
+        self.set_header_calls = 0
+        self.fail_next_header = False
+        self.connected = False
+
+    # connection
+    def connect(self):
+        self.connected = True
+        return True
+
+    def disconnect(self):
+        self.connected = False
+
+    def is_cli(self) -> bool:
+        return self.cli
+
+    def is_image_loaded(self) -> bool:
+        return self.pixels is not None
+
+    # lock
+    @contextlib.contextmanager
+    def image_lock(self):
+        if self.busy or self.locked:
+            raise ProcessingThreadBusyError("Processing thread is already in use")
+        if self.dialog_open:
+            raise ImageDialogOpenError("Image processing dialog is open")
+        self.locked = True
+        self.lock_entries += 1
+        try:
+            yield self
+        finally:
+            self.locked = False
+
+    # reading
+    def get_image_pixeldata(self, shape=None, preview=False, linked=False):
+        if self.pixels is None:
+            raise NoImageError(
+                "Error in get_image_pixeldata(): no image is currently loaded in Siril"
+            )
+        assert self.pixels.dtype in (np.float32, np.uint16)
+        assert self.pixels.ndim == 2 or (self.pixels.ndim == 3 and self.pixels.shape[0] in (2, 3))
+        return self.pixels.copy()
+
+    def get_image_fits_header(self, return_as="str"):
+        if self.pixels is None:
+            raise NoImageError("Error in get_image_fits_header(): no image is currently loaded")
+        return self.header_text
+
+    # writing
+    def set_image_pixeldata(self, image_data):
+        if not isinstance(image_data, np.ndarray):
+            raise ValueError("Image data must be a numpy array")
+        if image_data.ndim not in (2, 3):
+            raise ValueError("Image must be 2D or 3D array")
+        if image_data.dtype not in (np.float32, np.uint16):
+            raise ValueError("Image data must be float32 or uint16")
+        if self.pixels is None:
+            raise NoImageError("Error in set_image_pixeldata(): no image loaded")
+        if image_data.ndim == 3 and image_data.shape[0] > 3:
+            raise ValueError("Image cannot have more than 3 channels")
+        if not self.locked:
+            raise SirilError(
+                "Interface error in _execute_command: processing thread is not claimed: "
+                "unable to update the current image"
+            )
+        self.set_pixel_calls += 1
+        self.pixels = image_data.copy()
+
+    def set_image_metadata_from_header_string(self, header):
+        if not isinstance(header, str):
+            raise TypeError("Header data must be a string")
+        if self.pixels is None:
+            raise NoImageError("no image loaded")
+        if not self.locked:
+            raise SirilError("set_image_metadata_from_header_string() outside image_lock()")
+        if self.fail_next_header:
+            self.fail_next_header = False
+            raise SirilError(
+                "Interface error in _execute_command: could not parse FITS header string"
+            )
+        parsed = fits.Header.fromstring(header, sep="\n")
+        assert header.rstrip().endswith("END")
+        assert list(parsed.keys())[:3] == ["SIMPLE", "BITPIX", "NAXIS"], list(parsed.keys())[:3]
+        assert (
+            tuple(parsed[f"NAXIS{i}"] for i in range(parsed["NAXIS"], 0, -1)) == self.pixels.shape
+        )
+        self.set_header_calls += 1
+        self.header_text = header
+
+    # everything else
+    def cmd(self, *args):
+        if self.locked:
+            raise CommandError(f"Command '{args[0]}' failed: Command thread already running")
+        self.commands.append(tuple(str(a) for a in args))
+
+    def undo_save_state(self, my_string):
+        if len(my_string.encode("utf-8")) > 70:
+            raise ValueError("undo_save_state: message longer than 70 bytes")
+        self.undo.append(my_string)
+        return True
+
+    def update_progress(self, message, progress):
+        if not (0.0 <= progress <= 1.0 or progress in (-1.0, -2.0)):
+            raise ValueError("Progress value must be between 0.0 and 1.0")
+        self.progress.append((message, progress))
+
+    def reset_progress(self):
+        self.resets += 1
+
+    def log(self, my_string, color=None):
+        self.logs.append(my_string)
+        return True
+
+    def error_messagebox(self, my_string, modal=False):
+        self.logs.append(my_string)
+        return True
+
+    # helpers for the tests
+    def header(self) -> fits.Header:
+        return fits.Header.fromstring(self.header_text, sep="\n")
+
+
+class FailingNet:
+    """A backend that runs ``calls_ok`` batches, then fails like an exhausted allocator."""
+
+    def __init__(self, net, calls_ok: int, exc: BaseException):
+        self.net, self.calls_ok, self.exc = net, calls_ok, exc
+        self.model_name, self.sha256, self.name, self.device = "failing", "", "torch", "cpu"
+        self.tile = 16
+
+    def __call__(self, batch):
+        if self.calls_ok <= 0:
+            raise self.exc
+        self.calls_ok -= 1
+        return self.net(batch)
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+def siril_14_header(shape, *, sip: bool = True, bitpix: int = -32) -> fits.Header:
+    """A plate-solved header as Siril 1.4 writes it (CDELT + PC, EQUINOX, SIP)."""
+    h = fits.Header()
+    h["SIMPLE"] = True
+    h["BITPIX"] = bitpix
+    h["NAXIS"] = len(shape)
+    for i, n in enumerate(reversed(shape), start=1):
+        h[f"NAXIS{i}"] = n
+    h["EXTEND"] = True
+    if bitpix == 16:
+        h["BZERO"] = 32768.0
+        h["BSCALE"] = 1.0
+    h["DATE-OBS"] = "2025-01-05T21:03:00.000000"
+    h["EXPTIME"] = 300.0
+    h["XPIXSZ"] = 3.76
+    h["YPIXSZ"] = 3.76
+    h["XBINNING"] = 1
+    h["FOCALLEN"] = 530.0
+    h["OBJCTRA"] = "05 41 00.000"
+    h["OBJCTDEC"] = "-02 27 00.00"
+    h["RA"] = 85.25
+    h["DEC"] = -2.45
+    h["CTYPE1"] = "RA---TAN-SIP" if sip else "RA---TAN"
+    h["CTYPE2"] = "DEC--TAN-SIP" if sip else "DEC--TAN"
+    h["CUNIT1"] = "deg"
+    h["CUNIT2"] = "deg"
+    h["EQUINOX"] = 2000.0
+    h["CRPIX1"] = shape[-1] / 2 + 0.37
+    h["CRPIX2"] = shape[-2] / 2 - 0.81
+    h["CRVAL1"] = 85.25
+    h["CRVAL2"] = -2.45
+    h["LONPOLE"] = 180.0
+    h["CDELT1"] = -4.07e-4
+    h["CDELT2"] = 4.07e-4
+    h["PC1_1"] = 0.99984
+    h["PC1_2"] = -0.01789
+    h["PC2_1"] = 0.01789
+    h["PC2_2"] = 0.99984
+    if sip:
+        h["A_ORDER"] = 2
+        h["A_0_2"] = 2.1e-6
+        h["A_1_1"] = -1.3e-6
+        h["A_2_0"] = 3.4e-6
+        h["B_ORDER"] = 2
+        h["B_0_2"] = -1.7e-6
+        h["B_1_1"] = 2.2e-6
+        h["B_2_0"] = 0.9e-6
+    h.add_history("Plate solved by Siril")
+    return h
+
+
+def field(shape=(40, 48), channels=1, seed=0) -> np.ndarray:
+    """A simulated star field in ADU (background ~1000, stars up to saturation)."""
+    data = to_hdu(simulate(shape, channels=channels, seed=seed), which="lr").data
+    return np.asarray(data, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tiny_fast_model):
+    return get_backend(tiny_fast_model)
+
+
+def sky_offsets_arcsec(w_in: WCS, w_out: WCS, shape, s: int) -> np.ndarray:
+    """Angular distances between input pixels and their output positions."""
+    ys, xs = np.mgrid[0 : shape[0] : 3, 0 : shape[1] : 3].astype(float)
+    ra0, dec0 = w_in.all_pix2world(xs.ravel(), ys.ravel(), 0)
+    ra1, dec1 = w_out.all_pix2world((xs.ravel() + 0.5) * s - 0.5, (ys.ravel() + 0.5) * s - 0.5, 0)
+    a = SkyCoord(ra0, dec0, unit="deg")
+    b = SkyCoord(ra1, dec1, unit="deg")
+    return a.separation(b).arcsec
+
+
+# --------------------------------------------------------------------------------------
+# The stand-in enforces the contract
+# --------------------------------------------------------------------------------------
+
+
+def test_standin_enforces_the_lock_rules():
+    fake = StandInSiril(np.zeros((4, 5), np.float32), fits.Header())
+    with pytest.raises(SirilError, match="not claimed"):
+        fake.set_image_pixeldata(np.zeros((8, 10), np.float32))
+    with pytest.raises(SirilError):
+        fake.set_image_metadata_from_header_string("SIMPLE  =                    T\nEND")
+    with fake.image_lock():
+        with pytest.raises(CommandError):
+            fake.cmd("stat")
+        with pytest.raises(ValueError, match="float32 or uint16"):
+            fake.set_image_pixeldata(np.zeros((8, 10), np.float64))
+        with pytest.raises(ProcessingThreadBusyError):
+            with fake.image_lock():
+                pass
+    fake.cmd("stat")
+    with pytest.raises(ValueError):
+        fake.undo_save_state("x" * 71)
+    with pytest.raises(ValueError):
+        fake.update_progress("x", 1.5)
+
+
+def test_header_string_format_parsed_like_siril_writes_it():
+    h = siril_14_header((20, 30), sip=False)
+    text = siril_header_text(h)
+    # Siril appends the cards of a following table HDU; they are not this image's.
+    text = text[: -len("END")] + "XTENSION= 'BINTABLE'\nTTYPE1  = 'FLUX'\nEND"
+    parsed = siril.parse_siril_header(text)
+    assert parsed["CRPIX1"] == h["CRPIX1"] and parsed["EQUINOX"] == 2000.0
+    assert "TTYPE1" not in parsed and "XTENSION" not in parsed
+    assert len(parsed) == len(h)
+    assert len(siril.parse_siril_header(None)) == 0
+
+
+# --------------------------------------------------------------------------------------
+# Upscaling through the stand-in
+# --------------------------------------------------------------------------------------
+
+
+def test_mono_uint16_stays_uint16_with_header_and_progress(tiny_net):
+    adu = np.clip(np.rint(field((40, 48), seed=3)), 0, 65535).astype(np.uint16)
+    fake = StandInSiril(adu, siril_14_header(adu.shape, sip=False, bitpix=16))
+    report = siril.upscale_current_image(fake, model=tiny_net, scale=2, stretch="mtf", tile=24)
+
+    assert fake.pixels.dtype == np.uint16 and fake.pixels.shape == (80, 96)
+    assert report.shape_out == (80, 96) and report.dtype == "uint16" and report.wcs
+    # Units kept: 2x2 block means follow the input, and the background is unchanged.
+    blocks = fake.pixels.astype(np.float64).reshape(40, 2, 48, 2).mean(axis=(1, 3))
+    assert np.median(blocks) == pytest.approx(np.median(adu), rel=0.01)
+    assert abs(blocks.mean() / adu.mean() - 1) < 0.02
+    hdr = fake.header()
+    assert hdr["BITPIX"] == 16 and hdr["BZERO"] == 32768 and hdr["NAXIS1"] == 96
+    assert hdr["XPIXSZ"] == pytest.approx(3.76 / 2) and hdr["ASTSLSCL"] == 2
+    assert hdr["EQUINOX"] == 2000.0 and hdr["CTYPE1"] == "RA---TAN"
+    # Contract: one undo state (<= 70 bytes), pixels then header, inside one lock.
+    assert len(fake.undo) == 1 and len(fake.undo[0].encode()) <= 70
+    assert fake.set_pixel_calls == 1 and fake.set_header_calls == 1 and fake.lock_entries == 1
+    assert fake.progress and all(0.0 <= f <= 1.0 for _, f in fake.progress)
+    assert fake.progress[-1][1] == 1.0 and fake.resets == 1
+    assert not fake.locked and fake.commands == []
+    assert len(fake.logs) == 1 and "upscaled x2" in fake.logs[0] and "80" in fake.logs[0]
+
+
+def test_rgb_float32_in_unit_range(tiny_net):
+    rgb = field((32, 40), channels=3, seed=4) / np.float32(65535)
+    header = siril_14_header(rgb.shape, sip=False)
+    header["CTYPE3"] = "RGB"
+    fake = StandInSiril(rgb.astype(np.float32), header)
+    siril.upscale_current_image(fake, model=tiny_net, scale=4, luminance_only=True)
+
+    out = fake.pixels
+    assert out.dtype == np.float32 and out.shape == (3, 128, 160)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    blocks = out.astype(np.float64).reshape(3, 32, 4, 40, 4).mean(axis=(2, 4))
+    for c in range(3):
+        assert np.median(blocks[c]) == pytest.approx(np.median(rgb[c]), rel=0.01)
+    hdr = fake.header()
+    assert hdr["NAXIS"] == 3 and hdr["NAXIS3"] == 3 and hdr["BITPIX"] == -32
+    assert "BZERO" not in hdr and hdr["CTYPE3"] == "RGB"
+
+
+@pytest.mark.filterwarnings("ignore:.*'datfix' made the change")
+@pytest.mark.parametrize("s", [3, 4])
+def test_plate_solved_header_stays_plate_solved(tiny_net, s):
+    data = (field((30, 36), seed=5) / 65535).astype(np.float32)
+    header = siril_14_header(data.shape, sip=True)
+    fake = StandInSiril(data, header)
+    siril.upscale_current_image(fake, model=tiny_net, scale=s)
+
+    out = fake.header()
+    assert out["CTYPE1"] == "RA---TAN-SIP" and out["EQUINOX"] == 2000.0
+    w_in, w_out = WCS(header), WCS(out)
+    assert w_out.sip is not None
+    sep = sky_offsets_arcsec(w_in, w_out, data.shape, s)
+    assert sep.max() < 1e-4, sep.max()
+    assert out["XPIXSZ"] == pytest.approx(3.76 / s) and out["RA"] == header["RA"]
+
+
+def test_error_in_the_middle_leaves_image_unchanged(tiny_net):
+    data = (field((40, 48), seed=6) / 65535).astype(np.float32)
+    fake = StandInSiril(data, siril_14_header(data.shape))
+    before_pixels, before_header = fake.pixels.copy(), fake.header_text
+    net = FailingNet(tiny_net, calls_ok=2, exc=MemoryError())
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=net, tile=16, batch_size=1)
+
+    assert np.array_equal(fake.pixels, before_pixels) and fake.header_text == before_header
+    assert fake.set_pixel_calls == 0 and fake.undo == [] and not fake.locked
+    assert len(fake.progress) >= 2 and fake.resets == 1  # it failed while the tiles ran
+    assert len(fake.logs) == 1 and "out of memory" in fake.logs[0]
+    assert "not changed" in fake.logs[0]
+
+
+def test_refused_header_write_puts_the_original_back(tiny_net):
+    data = (field((24, 28), seed=7) / 65535).astype(np.float32)
+    fake = StandInSiril(data, siril_14_header(data.shape))
+    before_pixels, before_header = fake.pixels.copy(), fake.header_text
+    fake.fail_next_header = True
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=tiny_net, scale=2)
+    assert np.array_equal(fake.pixels, before_pixels) and fake.pixels.shape == (24, 28)
+    assert fake.header() == fits.Header.fromstring(before_header, sep="\n")
+    assert len(fake.logs) == 1 and "Siril reported an error" in fake.logs[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"busy": True}, "busy"),
+        ({"dialog_open": True}, "dialog is open"),
+    ],
+)
+def test_busy_lock_is_reported_and_nothing_changes(tiny_net, kwargs, needle):
+    data = np.full((12, 14), 1000, np.uint16)
+    fake = StandInSiril(data, siril_14_header(data.shape, bitpix=16), **kwargs)
+    before = fake.header_text
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=tiny_net)
+    assert np.array_equal(fake.pixels, data) and fake.header_text == before
+    assert fake.undo == [] and fake.set_pixel_calls == 0
+    assert len(fake.logs) == 1 and needle in fake.logs[0]
+
+
+def test_missing_model_and_no_image(tmp_path, tiny_net):
+    data = np.full((12, 14), 0.1, np.float32)
+    fake = StandInSiril(data, None)
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=tmp_path / "missing.safetensors")
+    assert fake.lock_entries == 0 and np.array_equal(fake.pixels, data)
+    assert len(fake.logs) == 1 and "missing.safetensors" in fake.logs[0]
+
+    empty = StandInSiril(None, None)
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(empty, model=tiny_net)
+    assert len(empty.logs) == 1 and "no image is loaded" in empty.logs[0]
+
+    for bad in ({"scale": 5}, {"stretch": "log"}):
+        with pytest.raises(siril.SirilUpscaleError):
+            siril.upscale_current_image(fake, model=tiny_net, **bad)
+    assert fake.lock_entries == 0
+
+
+def test_headerless_image(tiny_net):
+    data = np.linspace(0.05, 0.2, 12 * 14, dtype=np.float32).reshape(12, 14)
+    fake = StandInSiril(data, None)
+    report = siril.upscale_current_image(fake, model=tiny_net, scale=2)
+    assert fake.pixels.shape == (24, 28) and not report.wcs
+    assert fake.header()["NAXIS1"] == 28
+
+
+def test_star_protection_passed_through_only_when_the_pipeline_has_it(tiny_net, monkeypatch):
+    data = (field((20, 24), seed=8) / 65535).astype(np.float32)
+    original = pipeline.upscale_array
+    if "protect_stars" in inspect.signature(original).parameters:
+        seen = {}
+
+        @functools.wraps(original)  # keeps the signature the adapter inspects
+        def spy(*args, **kwargs):
+            seen.update(kwargs)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "upscale_array", spy)
+        fake = StandInSiril(data, None)
+        report = siril.upscale_current_image(
+            fake, model=tiny_net, scale=2, protect_stars=True, protect_strength=0.5
+        )
+        assert seen["protect_stars"] is True and report.star_protection
+        monkeypatch.setattr(pipeline, "upscale_array", original)
+
+    def without(data, net, *, scale=4, stretch="auto", tile=256, progress=None, **_ignored):
+        return original(data, net, scale=scale, stretch=stretch, tile=tile, progress=progress)
+
+    monkeypatch.setattr(pipeline, "upscale_array", without)
+    fake = StandInSiril(data, None)
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=tiny_net, protect_stars=True)
+    assert "star protection" in fake.logs[0] and fake.lock_entries == 0
+    assert not siril.star_protection_available()
+
+    seen = {}
+
+    def with_it(data, net, *, protect_stars=False, protect_strength=1.0, **kwargs):
+        seen.update(protect_stars=protect_stars, protect_strength=protect_strength)
+        return original(data, net, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upscale_array", with_it)
+    fake = StandInSiril(data, None)
+    report = siril.upscale_current_image(
+        fake, model=tiny_net, scale=2, protect_stars=True, protect_strength=0.25
+    )
+    assert seen == {"protect_stars": True, "protect_strength": 0.25} and report.star_protection
+    assert "stars protected" in fake.logs[-1]
+
+
+def test_dtype_conversion_rounds_and_clips():
+    like16 = np.zeros((2, 2), np.uint16)
+    res = np.array([[-3.0, 1.49], [1.5, 70000.0]], np.float32)
+    assert siril.from_pipeline_output(res, like16).tolist() == [[0, 1], [2, 65535]]
+    like32 = np.array([[0.0, 0.5], [0.2, 1.0]], np.float32)
+    out = siril.from_pipeline_output(np.array([[-0.1, 1.2], [np.nan, 0.3]], np.float32), like32)
+    assert out.dtype == np.float32 and out[0].tolist() == [0.0, 1.0] and np.isnan(out[1, 0])
+    wide = np.array([[-0.5, 0.5], [0.2, 3.0]], np.float32)  # beyond [0, 1] already
+    out = siril.from_pipeline_output(np.array([[-1.0, 2.0], [0.0, 4.0]], np.float32), wide)
+    assert out.ravel().tolist() == [-0.5, 2.0, 0.0, 3.0]
+
+
+def test_choose_device(tmp_path):
+    class Torch:
+        def __init__(self, installed, kind):
+            self.installed, self.kind = installed, kind
+
+        def is_torch_installed(self):
+            return self.installed
+
+        def get_torch_device(self, use_gpu=True):
+            return types.SimpleNamespace(type=self.kind)
+
+    class Onnx:
+        def __init__(self, providers):
+            self.providers = providers
+
+        def get_execution_providers_ordered(self, ai_gpu_acceleration=True):
+            return self.providers
+
+    assert siril.choose_device(False)[:2] == ("auto", "cpu")
+    assert siril.choose_device(True, torch_helper=Torch(True, "cuda"))[:2] == ("torch", "cuda")
+    assert siril.choose_device(True, torch_helper=Torch(True, "mps"))[:2] == ("torch", "mps")
+    cuda_ort = Onnx(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert siril.choose_device(
+        True, "default", torch_helper=Torch(False, "cpu"), onnx_helper=cuda_ort
+    )[:2] == ("onnx", "cuda")
+    # A torch-only model cannot use onnxruntime's GPU.
+    backend, device, note = siril.choose_device(True, "AstroSleuthV2", onnx_helper=cuda_ort)
+    assert (backend, device) == ("auto", "cpu") and "CPU" in note
+    assert siril.model_needs_torch("AstroSleuthNEXT") and not siril.model_needs_torch("default")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    assert siril.model_needs_torch(weights) and not siril.model_needs_torch(tmp_path / "typo.pth")
+    assert siril.model_arch("AstroSleuthNEXT") == "next" and siril.model_arch("default") == "fast"
+
+
+# --------------------------------------------------------------------------------------
+# The script, driven through its pyscript (argparse) path
+# --------------------------------------------------------------------------------------
+
+
+class LogColor(enum.IntEnum):
+    DEFAULT = 0
+    RED = 1
+    SALMON = 2
+    GREEN = 3
+    BLUE = 4
+
+
+def fake_sirilpy(instance: StandInSiril, calls: list) -> types.ModuleType:
+    """A ``sirilpy`` module whose ``SirilInterface()`` is ``instance``."""
+    mod = types.ModuleType("sirilpy")
+    mod.SirilInterface = lambda: instance
+    mod.LogColor = LogColor
+    exceptions = (SirilError, NoImageError, CommandError, ProcessingThreadBusyError)
+    for exc in (*exceptions, ImageDialogOpenError, SirilConnectionError):
+        setattr(mod, exc.__name__, exc)
+
+    def ensure_installed(*packages, version_constraints=None, reinstall=False):
+        calls.append(("ensure_installed", packages, version_constraints))
+        return True
+
+    class TorchHelper:
+        def is_torch_installed(self):
+            return True
+
+        def ensure_torch(self):
+            calls.append(("ensure_torch",))
+            return True
+
+        def get_torch_device(self, use_gpu=True):
+            return types.SimpleNamespace(type="cpu")
+
+    class ONNXHelper:
+        def get_execution_providers_ordered(self, ai_gpu_acceleration=True):
+            return ["CPUExecutionProvider"]
+
+    mod.ensure_installed = ensure_installed
+    mod.check_module_version = lambda requires=None: True
+    mod.TorchHelper = TorchHelper
+    mod.ONNXHelper = ONNXHelper
+    return mod
+
+
+def load_script(monkeypatch, instance: StandInSiril, calls: list):
+    monkeypatch.setitem(sys.modules, "sirilpy", fake_sirilpy(instance, calls))
+    spec = importlib.util.spec_from_file_location("AstroSleuth_Upscale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_pyscript_path(monkeypatch, tiny_fast_model):
+    data = (field((24, 28), seed=9) / 65535).astype(np.float32)
+    fake = StandInSiril(data, siril_14_header(data.shape, sip=False))
+    calls: list = []
+    script = load_script(monkeypatch, fake, calls)
+    assert script.VERSION and "SPDX-License-Identifier: BSD-3-Clause" in SCRIPT.read_text()
+
+    rc = script.main([f"-model={tiny_fast_model}", "-scale=2", "-stretch=mtf", "-device=gpu"])
+    assert rc == 0, fake.logs
+    assert fake.pixels.shape == (48, 56) and fake.pixels.dtype == np.float32
+    assert fake.commands == [("requires", "1.4.0")]
+    assert ("ensure_installed", ("astrosleuth-astro",), "~=0.1.0") in calls
+    assert any("running on the CPU" in line for line in fake.logs)  # no GPU here
+    assert "upscaled x2" in fake.logs[-1] and not fake.connected
+
+
+def test_script_bad_option_and_failure(monkeypatch, tiny_fast_model, tmp_path):
+    data = np.full((10, 12), 0.1, np.float32)
+    fake = StandInSiril(data, None)
+    script = load_script(monkeypatch, fake, [])
+    assert script.main(["-scale=5"]) == 2
+    assert "bad option" in fake.logs[-1] and fake.lock_entries == 0
+
+    busy = StandInSiril(data, None, busy=True)
+    script = load_script(monkeypatch, busy, [])
+    assert script.main([f"-model={tiny_fast_model}"]) == 1
+    assert np.array_equal(busy.pixels, data)
+    errors = [line for line in busy.logs if "not changed" in line]
+    assert len(errors) == 1 and "busy" in errors[0]
