@@ -37,7 +37,9 @@ from .stretch import Stretch, fit_stretch
 __all__ = ["upscale", "upscale_file", "upscale_image", "get_backend", "UpscaleReport"]
 
 
-def get_backend(model: Any = "default", backend: str = "auto", device: str = "cpu", **model_options):
+def get_backend(
+    model: Any = "default", backend: str = "auto", device: str = "cpu", **model_options
+):
     """Return a ready :class:`~astrosleuth_astro.engine.backends.Backend`.
 
     ``model`` may already be a backend (anything callable with a ``model_name``), which is

@@ -36,7 +36,9 @@ def _add_upscale(sub) -> None:
         metavar="OUT",
         help="output file (one input) or directory (several); default: IN_x{scale}.EXT",
     )
-    p.add_argument("--model", default="default", help="registry name or weights file (default: default)")
+    p.add_argument(
+        "--model", default="default", help="registry name or weights file (default: default)"
+    )
     p.add_argument("--scale", type=int, default=4, help="output scale 1, 2, 3 or 4 (default 4)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
@@ -47,11 +49,29 @@ def _add_upscale(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--protect-stars",
+        action="store_true",
+        help="repair dark rings, flux and split cores inside star footprints (nothing else changes)",
+    )
+    p.add_argument(
+        "--protect-strength",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="star protection strength, 0..1 (default 1)",
+    )
     nxt = p.add_argument_group("NEXT model options (AstroSleuthNEXT only)")
     nxt.add_argument("--star-strength", type=float, metavar="X", help="star conditioning, -1..1")
-    nxt.add_argument("--detail-strength", type=float, metavar="X", help="detail conditioning, -1..1")
-    nxt.add_argument("--spikes-strength", type=float, metavar="X", help="diffraction-spike conditioning, -1..1")
-    nxt.add_argument("--cond-strength", type=float, metavar="X", help="overall conditioning, 0..5 (0 = off)")
+    nxt.add_argument(
+        "--detail-strength", type=float, metavar="X", help="detail conditioning, -1..1"
+    )
+    nxt.add_argument(
+        "--spikes-strength", type=float, metavar="X", help="diffraction-spike conditioning, -1..1"
+    )
+    nxt.add_argument(
+        "--cond-strength", type=float, metavar="X", help="overall conditioning, 0..5 (0 = off)"
+    )
     nxt.add_argument(
         "--chroma-matching",
         action="store_true",
@@ -68,7 +88,9 @@ def _output_for(src: Path, output: str | None, n_inputs: int, scale: int) -> Pat
     out = Path(output)
     if n_inputs > 1 or out.is_dir():
         if not out.is_dir():
-            raise InputError(f"{out}: -o must be an existing directory when several inputs are given")
+            raise InputError(
+                f"{out}: -o must be an existing directory when several inputs are given"
+            )
         return out / name
     return out
 
@@ -83,9 +105,18 @@ def _cmd_upscale(args) -> int:
     if args.tile is not None and args.tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {args.tile}")
     if args.stretch not in STRETCHES:
-        raise InputError(f"--stretch: unknown stretch {args.stretch!r} (choose from {', '.join(STRETCHES)})")
+        raise InputError(
+            f"--stretch: unknown stretch {args.stretch!r} (choose from {', '.join(STRETCHES)})"
+        )
+    if not 0.0 <= args.protect_strength <= 1.0:
+        raise InputError(
+            f"--protect-strength: must be between 0 and 1, got {args.protect_strength}"
+        )
     hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
-    jobs = [(Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale)) for s in args.inputs]
+    jobs = [
+        (Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale))
+        for s in args.inputs
+    ]
     # Cheap checks on every job first, so a typo in the last path fails before hours of work.
     for src, dst in jobs:
         check_not_same(src, dst)
@@ -110,6 +141,8 @@ def _cmd_upscale(args) -> int:
                 tile=args.tile,
                 luminance_only=args.luminance_only,
                 progress=progress,
+                protect_stars=args.protect_stars,
+                protect_strength=args.protect_strength,
             )
         reports.append(report)
         if not args.quiet and not args.json:
@@ -117,7 +150,9 @@ def _cmd_upscale(args) -> int:
     if args.json:
         from dataclasses import asdict
 
-        print(json.dumps({"version": __version__, "results": [asdict(r) for r in reports]}, indent=2))
+        print(
+            json.dumps({"version": __version__, "results": [asdict(r) for r in reports]}, indent=2)
+        )
     return 0
 
 
@@ -230,7 +265,9 @@ def _cmd_export(args) -> int:
 
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a synthetic star field with known truth")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.fits", help="low-resolution observation")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE.fits", help="low-resolution observation"
+    )
     p.add_argument("--truth", metavar="FILE.fits", help="also write the high-resolution truth")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     p.add_argument("--scale", type=int, default=4, help="truth/observation scale (default 4)")
@@ -262,8 +299,214 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _add_stars(sub) -> None:
+    p = sub.add_parser("stars", help="detect and measure stars; write a star mask and a catalogue")
+    p.add_argument("input", metavar="IN", help="input image (linear FITS)")
+    p.add_argument(
+        "--mask",
+        metavar="OUT.fits",
+        help="write the dilated star mask (uint8 FITS, input header and WCS)",
+    )
+    p.add_argument("--catalog", metavar="OUT.ecsv", help="write the star catalogue (ECSV)")
+    p.add_argument("--hdu", default=None, help="FITS HDU index or EXTNAME (default: first image)")
+    p.add_argument(
+        "--dilate", type=float, default=None, metavar="F", help="mask dilation in FWHM (default 2)"
+    )
+    p.add_argument(
+        "--nsigma", type=float, default=None, metavar="N", help="detection threshold (default 5)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.set_defaults(func=_cmd_stars)
+
+
+def _cmd_stars(args) -> int:
+    import numpy as np
+    from astropy.io import fits as afits
+
+    from .io import atomic_output, check_not_same, check_output_path, read_image
+    from .io.fits import output_header
+    from .stars import DILATE_FWHM, detect_stars, star_mask
+
+    src = Path(args.input)
+    outs = [Path(o) for o in (args.mask, args.catalog) if o]
+    for dst in outs:
+        check_not_same(src, dst)
+        check_output_path(dst, overwrite=args.overwrite)
+    if args.mask and args.catalog and Path(args.mask).resolve() == Path(args.catalog).resolve():
+        raise InputError(f"{args.mask}: --mask and --catalog name the same file")
+    dilate = DILATE_FWHM if args.dilate is None else args.dilate
+    if not dilate >= 0:
+        raise InputError(f"--dilate: must be >= 0, got {args.dilate}")
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
+    image = read_image(src, hdu=hdu)
+    kw = {} if args.nsigma is None else {"nsigma": args.nsigma}
+    sat = image.header.get("SATURATE") if image.header is not None else None
+    try:
+        det = detect_stars(image.data, saturation=float(sat) if sat else None, **kw)
+    except ValueError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    cat = det.catalog
+    cat.meta["input"] = str(src)
+    if args.mask:
+        mask = star_mask(det, factor=dilate).astype(np.uint8)
+        hdr = output_header(image.header, mask.shape)
+        hdr["ASTSLMSK"] = (float(dilate), "star mask: footprints dilated by N FWHM")
+        hdr["ASTSLFWH"] = (round(det.fwhm, 4), "image FWHM, pixels")
+        hdr["HISTORY"] = f"astrosleuth-astro {__version__} stars: {len(cat)} stars, mask 1 = star"
+        with atomic_output(Path(args.mask), overwrite=args.overwrite) as tmp:
+            afits.PrimaryHDU(data=mask, header=hdr).writeto(tmp)
+    if args.catalog:
+        with atomic_output(Path(args.catalog), overwrite=args.overwrite) as tmp:
+            cat.write(tmp, format="ascii.ecsv", overwrite=True)
+    summary = {
+        "input": str(src),
+        "n_stars": len(cat),
+        "n_saturated": int(np.sum(cat["saturated"])),
+        "fwhm": round(det.fwhm, 4),
+        "background_rms": float(cat.meta["rms"]),
+        "mask": args.mask,
+        "catalog": args.catalog,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{src}: {len(cat)} stars ({summary['n_saturated']} saturated), FWHM {det.fwhm:.2f} px"
+        )
+    return 0
+
+
+def _read_for_metrics(path: str):
+    from .io import read_image
+
+    return read_image(Path(path)).data
+
+
+def _add_metrics(sub) -> None:
+    p = sub.add_parser("metrics", help="star-aware metrics of an upscaled image against its input")
+    p.add_argument("--input", required=True, metavar="LR", help="the low-resolution input")
+    p.add_argument("--output", required=True, metavar="SR", help="its upscaled output")
+    p.add_argument("--reference", metavar="HR", help="high-resolution truth (adds PSNR/SSIM)")
+    p.add_argument("--scale", type=int, default=None, help="scale (default: from the shapes)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def _cmd_metrics(args) -> int:
+    from .metrics import METRIC_KEYS, REFERENCE_KEYS, compute_metrics, infer_scale
+
+    lr = _read_for_metrics(args.input)
+    sr = _read_for_metrics(args.output)
+    hr = _read_for_metrics(args.reference) if args.reference else None
+    if lr.shape[0] != sr.shape[0]:
+        raise InputError(f"{args.output}: has {sr.shape[0]} channel(s), the input {lr.shape[0]}")
+    if args.scale is not None:
+        if args.scale < 1 or sr.shape[-2:] != (
+            args.scale * lr.shape[-2],
+            args.scale * lr.shape[-1],
+        ):
+            raise InputError(
+                f"--scale: {args.scale} does not map the input {lr.shape[-2:]} onto the output {sr.shape[-2:]}"
+            )
+        scale = args.scale
+    else:
+        try:
+            scale = infer_scale(lr.shape, sr.shape)
+        except ValueError as exc:
+            raise InputError(f"{args.output}: {exc}") from None
+    if hr is not None and hr.shape != sr.shape:
+        raise InputError(f"{args.reference}: shape {hr.shape} differs from the output's {sr.shape}")
+    try:
+        res = compute_metrics(lr, sr, scale=scale, reference=hr)
+    except ValueError as exc:
+        raise InputError(f"{args.input}: {exc}") from None
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for key in METRIC_KEYS + (REFERENCE_KEYS if hr is not None else ()):
+            v = res.get(key)
+            print(
+                f"{key:28s} {'n/a' if v is None else (f'{v:.4g}' if isinstance(v, float) else v)}"
+            )
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="run models and interpolation baselines on inputs; write a star report"
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="input images (linear FITS)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="MODEL",
+        help="registry names or weights files; image files after them are taken as inputs",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.add_argument(
+        "--reference-mode",
+        choices=["none", "downsample"],
+        default="none",
+        help="downsample: area-downsample each input by the scale and score against the original",
+    )
+    p.add_argument("--references", nargs="+", metavar="HR", help="HR truth per input (same order)")
+    p.add_argument("--scale", type=int, default=4, help="upscale factor (default 4)")
+    p.add_argument(
+        "--protect-stars", action="store_true", help="also run every model with --protect-stars"
+    )
+    p.add_argument(
+        "--baselines", default="bicubic,lanczos", help="comma-separated interpolation baselines"
+    )
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tile", type=int, default=None, help="tile size in input pixels")
+    p.add_argument("--stretch", default="auto", help="auto, mtf, asinh or none (default auto)")
+    p.add_argument("--save-outputs", action="store_true", help="also write every upscaled image")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing directory")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from .compare import run_compare
+    from .io import format_from_name
+
+    # `--models A B in1.fits in2.fits`: argparse gives every name to --models; image files
+    # are inputs (weights files are .pth/.pt/.safetensors/.onnx, registry names have none).
+    models = [m for m in args.models if format_from_name(m) is None]
+    inputs = [m for m in args.models if format_from_name(m) is not None] + list(args.inputs)
+    if not models:
+        raise InputError("--models: no model given")
+    if not inputs:
+        raise InputError("compare: no input image given")
+
+    run_compare(
+        inputs,
+        models,
+        args.out,
+        reference_mode=args.reference_mode,
+        references=args.references,
+        scale=args.scale,
+        protect=args.protect_stars,
+        baselines=[b for b in args.baselines.split(",") if b],
+        backend=args.backend,
+        device=args.device,
+        tile=args.tile,
+        stretch=args.stretch,
+        save_outputs=args.save_outputs,
+        overwrite=args.overwrite,
+        log=None if args.quiet else (lambda m: print(m, file=sys.stderr)),
+    )
+    print(Path(args.out) / "report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="FITS-faithful super-resolution of astronomical images.")
+    parser = _Parser(
+        prog=PROG, description="FITS-faithful super-resolution of astronomical images."
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -271,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_export(sub)
     _add_simulate(sub)
+    _add_stars(sub)
+    _add_metrics(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -299,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

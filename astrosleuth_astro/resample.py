@@ -125,7 +125,9 @@ def upsample_bilinear(
     return left + (right - left) * fx
 
 
-def upsample_nearest(img: np.ndarray, scale: int, rows: tuple[int, int] | None = None) -> np.ndarray:
+def upsample_nearest(
+    img: np.ndarray, scale: int, rows: tuple[int, int] | None = None
+) -> np.ndarray:
     """Nearest-neighbour upsampling (each input pixel becomes a ``scale x scale`` block)."""
     h, w = img.shape[-2:]
     r0, r1 = rows if rows is not None else (0, h * scale)

@@ -245,7 +245,9 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
         range centred on its value, so it maps to 0.5 and back exactly.
     """
     if kind not in STRETCHES:
-        raise InputError(f"--stretch: unknown stretch {kind!r} (choose from {', '.join(STRETCHES)})")
+        raise InputError(
+            f"--stretch: unknown stretch {kind!r} (choose from {', '.join(STRETCHES)})"
+        )
     chw = _as_chw(data)
     if kind == "auto":
         kind = "none" if looks_stretched(chw) else "mtf"

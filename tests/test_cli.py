@@ -58,7 +58,9 @@ def test_several_inputs_into_directory(capsys, tiny_fast_model, tmp_path):
 )
 def test_bad_options_exit_2(capsys, tiny_fast_model, sim_fits, tmp_path, extra, needle):
     out = tmp_path / "o.fits"
-    code, _, err = run_cli(capsys, "upscale", sim_fits, "-o", out, "--model", tiny_fast_model, *extra)
+    code, _, err = run_cli(
+        capsys, "upscale", sim_fits, "-o", out, "--model", tiny_fast_model, *extra
+    )
     assert code == 2
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -146,7 +148,9 @@ def test_console_script_no_traceback(tmp_path):
     bad = tmp_path / "bad.fits"
     bad.write_text("hello")
     exe = os.path.join(os.path.dirname(sys.executable), "astrosleuth-astro")
-    proc = subprocess.run([exe, "upscale", str(bad), "-o", str(tmp_path / "o.fits")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [exe, "upscale", str(bad), "-o", str(tmp_path / "o.fits")], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -136,7 +136,9 @@ def test_luminance_only_keeps_input_chroma():
     # the tiles' reflect padding makes the network's bilinear differ from edge clamping)
     inner = (slice(4, -4), slice(4, -4))
     np.testing.assert_allclose(
-        np.tensordot(luma, out, axes=1)[inner], np.tensordot(luma, up[::-1], axes=1)[inner], atol=1e-5
+        np.tensordot(luma, out, axes=1)[inner],
+        np.tensordot(luma, up[::-1], axes=1)[inner],
+        atol=1e-5,
     )
 
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from astrosleuth_astro.errors import InputError
-from astrosleuth_astro.resample import area_resample, from_native, upsample_bilinear, upsample_nearest
+from astrosleuth_astro.resample import (
+    area_resample,
+    from_native,
+    upsample_bilinear,
+    upsample_nearest,
+)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -15,7 +20,9 @@ def test_bilinear_matches_torch(scale):
         torch.from_numpy(x), scale_factor=scale, mode="bilinear", align_corners=False
     ).numpy()
     np.testing.assert_allclose(upsample_bilinear(x, scale), ref, atol=1e-6)
-    np.testing.assert_allclose(upsample_bilinear(x, scale, rows=(3, 9)), ref[..., 3:9, :], atol=1e-6)
+    np.testing.assert_allclose(
+        upsample_bilinear(x, scale, rows=(3, 9)), ref[..., 3:9, :], atol=1e-6
+    )
 
 
 def test_nearest_rows():
