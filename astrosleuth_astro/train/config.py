@@ -1,0 +1,381 @@
+"""Training configuration: dataclasses loaded from TOML, validated with clear errors.
+
+A config file has the sections ``[model]``, ``[data]``, ``[sim]``, ``[degradations]``,
+``[train]``, ``[val]`` and ``[output]``; every key is optional and defaults to the values
+below. Unknown sections or keys are errors (a typo must not silently fall back to a
+default). Ranges are written as two-element arrays ``[low, high]`` and each sample draws
+uniformly from them (log-uniformly for the keys listed in ``LOG_RANGES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from ..errors import InputError
+
+Range = tuple[float, float]
+
+#: Range keys drawn log-uniformly (they span decades).
+LOG_RANGES = {"density", "flux_max", "gain", "hot_pixels", "nebulosity", "peak"}
+
+
+@dataclass
+class ModelConfig:
+    """The generator: a FAST-family :class:`~astrosleuth_astro.archs.compact.CompactSR`
+    (``arch = "fast"``), or a V1-architecture :class:`~astrosleuth_astro.archs.rrdb.RRDBNet`
+    (``arch = "rrdb"``: ``num_feat``, ``num_block``, ``num_grow_ch``; for comparisons)."""
+
+    arch: str = "fast"
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    num_feat: int = 32
+    num_conv: int = 12
+    num_up_feat: int | None = None
+    num_block: int = 6
+    num_grow_ch: int = 32
+
+    def kwargs(self) -> dict[str, int]:
+        """Constructor arguments of the architecture (``num_up_feat`` resolved)."""
+        if self.arch == "rrdb":
+            return {
+                "num_in_ch": self.num_in_ch,
+                "num_out_ch": self.num_out_ch,
+                "num_feat": self.num_feat,
+                "num_block": self.num_block,
+                "num_grow_ch": self.num_grow_ch,
+            }
+        return {
+            "num_in_ch": self.num_in_ch,
+            "num_out_ch": self.num_out_ch,
+            "num_feat": self.num_feat,
+            "num_conv": self.num_conv,
+            "num_up_feat": self.num_up_feat or self.num_feat // 2,
+        }
+
+
+@dataclass
+class DataConfig:
+    """Where training pairs come from and how they are cut.
+
+    ``data_dir`` empty means: use the directory in the environment variable named by
+    ``data_env``; when that is unset too, training uses the simulator only. Relative
+    directories are resolved against the config file's folder.
+    """
+
+    data_dir: str = ""
+    data_env: str = "ASTROSLEUTH_DATA"
+    #: Mono (or already-RGB) image files used for training; empty = every supported image
+    #: in ``data_dir`` that is not listed in ``rgb`` or ``val_only``.
+    files: list[str] = field(default_factory=list)
+    #: Groups of three single-band files stacked into one RGB cube (R, G, B order).
+    rgb: list[list[str]] = field(default_factory=list)
+    #: Files used only for validation (never for training).
+    val_only: list[str] = field(default_factory=list)
+    sim_weight: float = 0.5
+    real_weight: float = 0.5
+    #: Rightmost fraction of the columns of every training image kept for validation.
+    holdout: float = 0.25
+    scale: int = 4
+    hr_crop: int = 128
+    #: LR side of a bank item: the stretch is fitted on the whole item (never on a crop).
+    region_lr: int = 96
+    bank_size: int = 64
+    refresh_per_step: float = 0.5
+    stretch: str = "mtf"
+
+
+@dataclass
+class SimConfig:
+    """Parameter ranges of simulated fields (see :func:`astrosleuth_astro.sim.simulate`)."""
+
+    colour_fraction: float = 0.3
+    gaussian_fraction: float = 0.2
+    fwhm: Range = (1.0, 3.5)
+    beta: Range = (2.2, 4.5)
+    density: Range = (0.002, 0.03)
+    flux_index: Range = (1.5, 2.2)
+    flux_min: Range = (20.0, 200.0)
+    flux_max: Range = (1.0e5, 8.0e6)
+    background: Range = (300.0, 3000.0)
+    gradient: Range = (0.0, 0.3)
+    nebulosity_prob: float = 0.6
+    nebulosity: Range = (0.05, 3.0)
+    read_noise: Range = (2.0, 12.0)
+    gain: Range = (0.3, 4.0)
+    saturation: Range = (30000.0, 65000.0)
+    hot_pixels: Range = (1e-6, 3e-4)
+
+
+@dataclass
+class DegradationConfig:
+    """How an HR real image becomes an LR observation (linear data)."""
+
+    blur_prob: float = 0.5
+    #: Extra seeing blur FWHM in LR pixels (applied on the HR grid before downsampling).
+    blur_fwhm: Range = (0.3, 1.2)
+    blur_beta: Range = (2.5, 5.0)
+    #: Sky pedestal and relative gradient, ADU.
+    background: Range = (300.0, 3000.0)
+    gradient: Range = (0.0, 0.3)
+    #: ADU level the image's bright end (a high percentile) is mapped to.
+    peak: Range = (1.0e4, 6.0e4)
+    saturation: float = 65000.0
+    gain: Range = (0.3, 4.0)
+    read_noise: Range = (2.0, 12.0)
+    hot_pixels: Range = (1e-6, 3e-4)
+    #: Gaussian noise sigma for display-referred (8-bit) sources, in [0, 1] units.
+    display_noise: Range = (0.0, 0.02)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation."""
+
+    seed: int = 0
+    steps: int = 20000
+    batch_size: int = 12
+    lr: float = 5e-4
+    min_lr: float = 1e-5
+    warmup: int = 200
+    weight_decay: float = 1e-4
+    betas: Range = (0.9, 0.99)
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    loss: str = "l1"
+    huber_delta: float = 0.01
+    #: "bf16" (CPU autocast) or "none" (fp32).
+    amp: str = "none"
+    #: torch intra-op threads; 0 leaves torch's default.
+    threads: int = 0
+    #: Stop (checkpoint and export) after this many minutes of wall time; 0 = no limit.
+    max_minutes: float = 0.0
+
+
+@dataclass
+class ValConfig:
+    """The fixed held-out validation set."""
+
+    every: int = 1000
+    sim_fields: int = 6
+    sim_colour: int = 2
+    sim_shape: tuple[int, int] = (64, 64)
+    sim_seed: int = 100_000
+    real: bool = True
+    #: Largest LR side of a real validation image (centre crop of the held-out part).
+    real_max_lr: int = 128
+    seed: int = 7
+
+
+@dataclass
+class OutputConfig:
+    """Where logs, checkpoints and exports go (relative to the working directory)."""
+
+    out_dir: str = "runs/default"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    export_name: str = "model"
+    onnx_opset: int = 17
+
+
+@dataclass
+class Config:
+    """A whole training configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    degradations: DegradationConfig = field(default_factory=DegradationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    #: The file this config was read from (None when built in code).
+    source: str | None = None
+
+    def resolved_data_dir(self) -> Path | None:
+        """The real-data directory, or None for simulator-only training."""
+        d = self.data.data_dir or os.environ.get(self.data.data_env, "")
+        if not d:
+            return None
+        p = Path(os.path.expanduser(d))
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (stored in checkpoints)."""
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        if self.model.arch != "rrdb":  # FAST checkpoints predate the RRDB-only keys
+            d["model"].pop("num_block", None)
+            d["model"].pop("num_grow_ch", None)
+        return d
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "sim": SimConfig,
+    "degradations": DegradationConfig,
+    "train": TrainConfig,
+    "val": ValConfig,
+    "output": OutputConfig,
+}
+
+
+def _err(where: str, msg: str) -> InputError:
+    return InputError(f"{where}: {msg}")
+
+
+def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of the default and convert lists to tuples."""
+    name = f"{key}"
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(default):
+            raise _err(where, f"{name} must be an array of {len(default)} numbers, got {value!r}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise _err(where, f"{name} must hold numbers, got {value!r}")
+        kind = type(default[0])
+        return tuple(kind(v) for v in value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise _err(where, f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _err(where, f"{name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _err(where, f"{name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise _err(where, f"{name} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise _err(where, f"{name} must be an array, got {value!r}")
+        return value
+    if default is None:  # optional int (num_up_feat)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _err(where, f"{name} must be an integer, got {value!r}")
+        return value
+    return value
+
+
+def _validate(cfg: Config, where: str) -> None:
+    def check(cond: bool, msg: str) -> None:
+        if not cond:
+            raise _err(where, msg)
+
+    m, d, t, v, o = cfg.model, cfg.data, cfg.train, cfg.val, cfg.output
+    check(
+        m.arch in ("fast", "rrdb"), f"[model] arch {m.arch!r} is not supported ('fast' or 'rrdb')"
+    )
+    check(m.num_block > 0 and m.num_grow_ch > 0, "[model] num_block and num_grow_ch must be > 0")
+    check(m.num_feat > 0 and m.num_conv >= 0, "[model] num_feat must be > 0, num_conv >= 0")
+    check(m.num_in_ch == 3 and m.num_out_ch == 3, "[model] the networks take and give 3 channels")
+    check(d.scale == 4, f"[data] scale must be 4 for the 'fast' arch, got {d.scale}")
+    check(
+        d.hr_crop % d.scale == 0 and d.hr_crop >= 4 * d.scale,
+        "[data] hr_crop must be a multiple of scale (>= 4*scale)",
+    )
+    check(d.region_lr * d.scale >= d.hr_crop, "[data] region_lr * scale must be >= hr_crop")
+    check(d.region_lr >= 32, "[data] region_lr must be >= 32 (the stretch needs a large area)")
+    check(
+        d.sim_weight >= 0 and d.real_weight >= 0 and d.sim_weight + d.real_weight > 0,
+        "[data] sim_weight and real_weight must be >= 0, not both 0",
+    )
+    check(0.0 <= d.holdout < 1.0, "[data] holdout must be in [0, 1)")
+    check(d.bank_size >= 1, "[data] bank_size must be >= 1")
+    check(d.refresh_per_step >= 0, "[data] refresh_per_step must be >= 0")
+    check(d.stretch in ("mtf", "asinh"), "[data] stretch must be 'mtf' or 'asinh'")
+    for g in d.rgb:
+        check(
+            isinstance(g, list) and len(g) == 3 and all(isinstance(s, str) for s in g),
+            f"[data] rgb groups must be 3 file names, got {g!r}",
+        )
+    for key in ("files", "val_only"):
+        check(all(isinstance(s, str) for s in getattr(d, key)), f"[data] {key} must be file names")
+    for sec in (cfg.sim, cfg.degradations):
+        for f in dataclasses.fields(sec):
+            val = getattr(sec, f.name)
+            if isinstance(val, tuple):
+                check(
+                    val[0] <= val[1],
+                    f"[{_name_of(sec)}] {f.name} range must be [low, high], got {list(val)}",
+                )
+                if f.name in LOG_RANGES:
+                    check(val[0] > 0, f"[{_name_of(sec)}] {f.name} must be > 0 (log range)")
+    check(t.steps >= 1 and t.batch_size >= 1, "[train] steps and batch_size must be >= 1")
+    check(t.lr > 0 and 0 <= t.min_lr <= t.lr, "[train] need lr > 0 and 0 <= min_lr <= lr")
+    check(0.0 <= t.ema_decay < 1.0, "[train] ema_decay must be in [0, 1)")
+    check(t.amp in ("none", "bf16"), f"[train] amp must be 'none' or 'bf16', got {t.amp!r}")
+    check(t.loss in ("l1", "huber", "charbonnier", "mse"), f"[train] unknown loss {t.loss!r}")
+    check(
+        v.every >= 1 and v.sim_fields >= 0 and 0 <= v.sim_colour <= v.sim_fields,
+        "[val] every >= 1, 0 <= sim_colour <= sim_fields",
+    )
+    check(
+        o.checkpoint_every >= 1 and o.log_every >= 1,
+        "[output] checkpoint_every and log_every must be >= 1",
+    )
+
+
+def _name_of(section: object) -> str:
+    for name, cls in _SECTIONS.items():
+        if isinstance(section, cls):
+            return name
+    return "?"
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
+    """Build and validate a :class:`Config` from parsed TOML."""
+    cfg = Config()
+    for sec_name, values in raw.items():
+        if sec_name not in _SECTIONS:
+            raise _err(where, f"unknown section [{sec_name}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(values, dict):
+            raise _err(where, f"[{sec_name}] must be a table")
+        section = getattr(cfg, sec_name)
+        known = {f.name: f for f in dataclasses.fields(section)}
+        for key, value in values.items():
+            if key not in known:
+                raise _err(
+                    where, f"unknown key {key!r} in [{sec_name}] (known: {', '.join(known)})"
+                )
+            default = getattr(section, key)
+            setattr(section, key, _coerce(where, f"[{sec_name}] {key}", value, default))
+    _validate(cfg, where)
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read a TOML training config.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not TOML, or has unknown/invalid keys.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{p}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: not valid TOML ({exc})") from None
+    cfg = from_dict(raw, where=str(p))
+    cfg.source = str(p.resolve())
+    return cfg
