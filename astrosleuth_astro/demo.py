@@ -1,6 +1,6 @@
 """``make demo``: upscale the shipped sample and write the result plus a preview.
 
-The sample is a 192x192 crop of the Digitized Sky Survey plate of the Horsehead nebula
+The sample is a 256x256 crop of the Digitized Sky Survey plate of the Horsehead nebula
 (STScI/AURA; UK Schmidt plate (c) AAO/ROE), from the astropy-data repository.
 """
 
@@ -17,7 +17,7 @@ from astropy.io import fits
 from .api import upscale_file
 from .preview import save_side_by_side
 
-SAMPLE = "horsehead_dss_192.fits"
+SAMPLE = "horsehead_dss_256.fits"
 
 
 def sample_path() -> Path:

@@ -21,6 +21,8 @@ def _to_rgb8(chw: np.ndarray) -> np.ndarray:
 def side_by_side(lr: np.ndarray, sr: np.ndarray, stretch: Stretch | None = None) -> np.ndarray:
     """An 8-bit RGB picture ``(H, 2W, 3)``: the input (nearest-upsampled) left, output right.
 
+    Rows are flipped so that FITS row 0 is at the bottom, as FITS viewers show it.
+
     Parameters
     ----------
     lr : ndarray, shape (H, W) or (C, H, W)
@@ -38,7 +40,9 @@ def side_by_side(lr: np.ndarray, sr: np.ndarray, stretch: Stretch | None = None)
     left = upsample_nearest(st.forward(lr3), max(scale, 1))
     right = st.forward(sr3)
     h = min(left.shape[-2], right.shape[-2])
-    return np.concatenate([_to_rgb8(left[..., :h, :]), _to_rgb8(right[..., :h, :])], axis=1)
+    pair = np.concatenate([_to_rgb8(left[..., :h, :]), _to_rgb8(right[..., :h, :])], axis=1)
+    # FITS row 0 is the bottom of the picture, as ds9 and Siril show it.
+    return pair[::-1]
 
 
 def save_side_by_side(path: str | os.PathLike, lr: np.ndarray, sr: np.ndarray, **kwargs) -> None:
