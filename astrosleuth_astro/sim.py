@@ -276,7 +276,7 @@ def _rescale_wcs(hdr: fits.Header, scale: int) -> fits.Header:
     return out
 
 
-def _add_noise(
+def add_noise(
     clean: np.ndarray,
     gain: float,
     read_noise: float,
@@ -423,7 +423,7 @@ def simulate(
         peak = np.stack([pad[iy + dy, ix + dx] for dy in range(3) for dx in range(3)]).max(0)
     saturated = peak >= saturation
 
-    lr = _add_noise(lr_clean, gain, read_noise, rng)
+    lr = add_noise(lr_clean, gain, read_noise, rng)
     n_hot = int(rng.binomial(h * w, min(max(hot_pixels, 0.0), 1.0))) if hot_pixels > 0 else 0
     if n_hot:
         idx = rng.choice(h * w, size=n_hot, replace=False)
@@ -432,7 +432,7 @@ def simulate(
     lr = np.clip(lr, 0.0, saturation)
 
     if hr_noise:
-        hr = _add_noise(hr, gain, read_noise, rng)
+        hr = add_noise(hr, gain, read_noise, rng)
     hr = np.clip(hr, 0.0, saturation)
 
     params = {

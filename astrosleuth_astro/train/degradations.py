@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from ..sim import area_downsample, psf_kernel
+from ..sim import add_noise, area_downsample, psf_kernel
 from .config import LOG_RANGES, DegradationConfig
 
 
@@ -116,16 +116,6 @@ def sky_plane(shape: tuple[int, int], level: float, gradient: float, angle: floa
     return level * (1.0 + gradient * (np.cos(angle) * xx[None, :] + np.sin(angle) * yy[:, None]))
 
 
-def poisson_read_noise(
-    img: np.ndarray, gain: float, read_noise: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Poisson noise on ``img * gain`` electrons plus Gaussian read noise (e-), in ADU."""
-    e = rng.poisson(np.clip(img, 0.0, None) * gain).astype(np.float64)
-    if read_noise > 0:
-        e += rng.normal(0.0, read_noise, img.shape)
-    return e / gain
-
-
 def add_hot_pixels(
     img: np.ndarray, fraction: float, level: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -173,7 +163,7 @@ def degrade_linear(
     """LR observation of an HR image already in ADU (see :func:`to_adu`)."""
     x = moffat_blur(hr, p.blur_fwhm * scale, p.blur_beta) if p.blur_fwhm > 0 else hr
     lr = area_downsample(x, scale)
-    lr = poisson_read_noise(lr, p.gain, p.read_noise, rng)
+    lr = add_noise(lr, p.gain, p.read_noise, rng)
     lr = add_hot_pixels(lr, p.hot_pixels, p.saturation, rng)
     return np.clip(lr, 0.0, p.saturation)
 
