@@ -29,7 +29,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_upscale(sub) -> None:
     p = sub.add_parser("upscale", help="upscale images (FITS, TIFF, PNG, JPEG)")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input image file(s)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IN",
+        help="input image file(s), directories, glob patterns or Siril .seq sequences",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -78,6 +83,35 @@ def _add_upscale(sub) -> None:
         default=None,
         help="luminance from the network, chroma (YCbCr) from the bilinear-upsampled input",
     )
+    bat = p.add_argument_group("batch and cluster (see the README)")
+    bat.add_argument(
+        "--recursive", action="store_true", help="search input directories (and ** globs) deeply"
+    )
+    bat.add_argument(
+        "--name",
+        metavar="PATTERN",
+        help="output name in -o DIR: {stem} {name} {ext} {scale} {reldir} {index} {model} "
+        "(default {stem}_x{scale}{ext})",
+    )
+    bat.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="local worker processes (default 1)"
+    )
+    bat.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run on a Dask cluster (default: $DASK_SCHEDULER_ADDRESS if set)",
+    )
+    bat.add_argument(
+        "--manifest", metavar="FILE", help="batch manifest (default: OUT_DIR/manifest.json)"
+    )
+    bat.add_argument(
+        "--bands",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split each image into N bands of tile rows run in parallel "
+        "(default: one per worker for a single input, else 1)",
+    )
     p.set_defaults(func=_cmd_upscale)
 
 
@@ -113,6 +147,10 @@ def _cmd_upscale(args) -> int:
             f"--protect-strength: must be between 0 and 1, got {args.protect_strength}"
         )
     hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
+    from .batch import run_from_args, wants_batch
+
+    if wants_batch(args):  # several inputs, a directory/glob/.seq, or a batch option
+        return run_from_args(args, hdu, _next_options(args))
     jobs = [
         (Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale))
         for s in args.inputs

@@ -15,9 +15,12 @@
    bilinear interpolation and added back. Bilinear interpolation keeps the residual's
    mean over each input-pixel footprint (up to the image border), so the clipped part of
    the flux is conserved without the network ever having to represent it.
-6. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
+6. Optionally (``protect_stars``), stars are repaired inside their footprints on the
+   native 4x grid (:mod:`astrosleuth_astro.protect`): stars are detected once on the whole
+   linear input, and pixels outside the dilated footprints are not touched.
+7. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
 
-Steps 4-6 run band by band over output rows, so the output may be a memory-mapped array.
+Steps 4-7 run band by band over output rows, so the output may be a memory-mapped array.
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def upscale_array(
     progress: Callable[[int, int], None] | None = None,
     out: np.ndarray | None = None,
     work: np.ndarray | None = None,
+    protect_stars: bool = False,
+    protect_strength: float = 1.0,
 ) -> PipelineResult:
     """Upscale a linear (or display-referred) image with a 4x network.
 
@@ -147,6 +152,12 @@ def upscale_array(
     work : ndarray, optional
         Scratch ``(C, 4H, 4W)`` float32 for the network's stretched output (may be a
         ``np.memmap`` for huge images). For scale 4 it may be ``out`` itself.
+    protect_stars : bool
+        Repair what the network does to stars (dark rings, flux, split cores) inside the
+        stars' dilated footprints; nothing outside them changes. See
+        :mod:`astrosleuth_astro.protect`.
+    protect_strength : float
+        0 to 1: how strongly stars are pulled to the repaired target (1 = fully).
 
     Returns
     -------
@@ -178,6 +189,13 @@ def upscale_array(
     hi = np.array([np.max(work_in[c]) for c in range(n_ch)])
     constant = lo == hi
 
+    protector = None
+    if protect_stars:
+        from .protect import StarProtector
+
+        # Detected once on the whole linear input, before tiling: tiles and bands agree.
+        protector = StarProtector(work_in, strength=protect_strength, scale=NATIVE_SCALE)
+
     net_c = _mono_net(net) if n_ch == 1 else net
     full_shape = (n_ch, NATIVE_SCALE * h, NATIVE_SCALE * w)
     if work is None:
@@ -201,6 +219,24 @@ def upscale_array(
     elif tuple(out.shape) != out_shape:
         raise ValueError(f"out array has shape {out.shape}, expected {out_shape}")
 
+    if protector is not None and protector.active:
+
+        def native_block(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+            # Steps 3-5 (as in the band loop below) for one stamp of LR rows/columns.
+            n = NATIVE_SCALE
+            lo, hi, cl, ch = max(0, r0 - 1), min(h, r1 + 1), max(0, c0 - 1), min(w, c1 + 1)
+            rows, cols = (n * (r0 - lo), n * (r1 - lo)), slice(n * (c0 - cl), n * (c1 - cl))
+            blk = np.asarray(net_out[:, n * r0 : n * r1, n * c0 : n * c1], dtype=np.float32)
+            if luminance_only and n_ch == 3:
+                up = upsample_bilinear(stretched[:, lo:hi, cl:ch], n, rows=rows)[:, :, cols]
+                blk = up + np.tensordot(LUMA, blk - up, axes=1)[np.newaxis]
+            lin_blk = st.inverse(blk)
+            if has_residual:
+                lin_blk += upsample_bilinear(residual[:, lo:hi, cl:ch], n, rows=rows)[:, :, cols]
+            return lin_blk
+
+        protector.prepare(native_block)
+
     for a in range(0, h, BAND_ROWS):
         b = min(h, a + BAND_ROWS)
         rows4 = (NATIVE_SCALE * a, NATIVE_SCALE * b)
@@ -212,6 +248,8 @@ def upscale_array(
         lin = st.inverse(band)
         if has_residual:
             lin += upsample_bilinear(residual, NATIVE_SCALE, rows=rows4)
+        if protector is not None:
+            protector.apply(lin, a, b)
         lin = from_native(lin, NATIVE_SCALE, scale)
         rows_s = (scale * a, scale * b)
         if constant.any():

@@ -22,7 +22,7 @@ def test_core_imports_no_outer_layer_and_no_torch():
         "import sys\n"
         + "".join(f"import {m}\n" for m in CORE)
         + "mods = sorted(sys.modules)\n"
-        + "outer = [m for m in mods if m.startswith('astrosleuth_astro.') and m.split('.')[1] in %r]\n" % (OUTER,)
+        + f"outer = [m for m in mods if m.startswith('astrosleuth_astro.') and m.split('.')[1] in {OUTER!r}]\n"
         + "print(outer)\n"
         + "print('torch' in sys.modules)\n"
     )

@@ -131,8 +131,6 @@ def source_field(path: Path, channels: int, depth: str, seed: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-
-
 @pytest.mark.parametrize(
     "depth",
     [

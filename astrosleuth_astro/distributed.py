@@ -1,0 +1,614 @@
+"""Batches on a Dask cluster, and one large image split into bands of tile rows.
+
+Dask is optional (``pip install 'astrosleuth-astro[dask]'``); it is imported only when a
+scheduler is used. Nothing here is a scheduler of its own: files and bands are ordinary
+``dask.distributed`` tasks on an existing cluster (``dask scheduler`` + ``dask worker``).
+
+**Files.** :func:`run_jobs` submits one task per file
+(:func:`astrosleuth_astro.batch.process_job`). Workers read their input and write their
+output through paths they can reach themselves: every input, output and model file must be
+on a file system shared by the client and all workers, under the same path (the client
+sends absolute paths). A worker loads the model once per process
+(:func:`~astrosleuth_astro.batch.worker_backend`) and checks that its weights have the
+client's sha256. A worker that dies mid-task loses nothing: the scheduler runs the task
+again on another worker (up to ``distributed.scheduler.allowed-failures`` times), the output
+of the dead one was never committed (atomic writes), and the new attempt first removes the
+temporary file the dead one left behind.
+
+**Bands.** :func:`process_banded` upscales one image across the workers. The client reads
+the image and fits the stretch on all of it, prepares what the pipeline derives from the
+whole image (the NaN fill value, clipped residual, constant channels), writes the stretched
+input to scratch files next to the output, and creates the output FITS
+(:func:`~astrosleuth_astro.io.open_fits_output`, data section sparse, committed atomically
+at the end). Each band task (:func:`run_band`) runs the tile engine over the whole image's
+tile grid, but only computes the batches of tiles whose output rows fall in its band, and
+writes its rows of the output with ``pwrite`` at their offset in the data section. The
+result equals the single-machine result bit for bit because
+
+* the tile grid, the batches of tiles given to the network and the feathering are those of
+  the whole image (the engine plans them from the full image size; a band skips batches,
+  it never forms different ones), so the network sees the same input tensors;
+* every pipeline step after the network is row-local and is run on the same 64-row
+  post-processing bands as the pipeline (band edges are multiples of
+  :data:`~astrosleuth_astro.pipeline.BAND_ROWS`), with the values the pipeline computes on
+  the whole image (stretch, fill value, residual, constant channels);
+* a row of the output is computed from tiles whose output rows contain it: a band also runs
+  the tile row that straddles its edges (that is its overhead: about one tile row per cut).
+
+``pwrite`` writes only the band's bytes (no shared pages, safe on NFS); a retried band
+writes the same bytes again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import inspect
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .batch import (
+    COMPLETE,
+    DONE,
+    FOREIGN,
+    MISSING,
+    SKIPPED,
+    Job,
+    JobOptions,
+    JobResult,
+    ModelSpec,
+    _failed,
+    _pool_call,
+    expected_shape,
+    output_state,
+    process_job,
+    remove_stale_temps,
+    worker_backend,
+)
+from .errors import AstroSleuthError, InputError
+
+__all__ = [
+    "DaskRunner",
+    "InlineRunner",
+    "PoolRunner",
+    "auto_bands",
+    "cluster_threads",
+    "connect",
+    "plan_bands",
+    "process_banded",
+    "run_band",
+    "run_jobs",
+]
+
+#: Retries of a task that raised (a worker that died is handled by allowed-failures).
+RETRIES = 2
+#: Seconds to connect to the scheduler, and to wait for a first worker.
+CONNECT_TIMEOUT = 20
+WORKER_TIMEOUT = 60
+
+
+def _worker_version() -> str:
+    return __version__
+
+
+@contextlib.contextmanager
+def connect(address: str) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``address`` (``tcp://host:port``), closed afterwards.
+
+    Raises
+    ------
+    InputError
+        Dask is not installed, the scheduler cannot be reached, it has no worker, or its
+        workers run another astrosleuth-astro version (or cannot import it).
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(
+            "--scheduler: Dask is not installed (pip install 'astrosleuth-astro[dask]')"
+        ) from None
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, ValueError for bad URLs
+        raise InputError(f"--scheduler {address}: cannot connect ({exc})") from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+        except Exception:  # noqa: BLE001 - TimeoutError
+            raise InputError(f"--scheduler {address}: no worker joined the cluster") from None
+        try:
+            versions = client.run(_worker_version)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(
+                f"--scheduler {address}: the workers cannot run astrosleuth-astro "
+                f"({type(exc).__name__}: {exc}); install it on every worker"
+            ) from None
+        other = {w: v for w, v in versions.items() if v != __version__}
+        if other:
+            worker, version = next(iter(other.items()))
+            raise InputError(
+                f"--scheduler {address}: worker {worker} runs astrosleuth-astro {version}, "
+                f"this client {__version__} (install the same version everywhere)"
+            )
+        yield client
+    finally:
+        client.close()
+
+
+def cluster_threads(client: Any) -> int:
+    """Total worker threads of the cluster (tasks that can run at once)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+def auto_bands(bands: int | None, n_files: int, parallel: int) -> int:
+    """Bands per image: ``bands`` if given, else ``parallel`` for a single file, else 1."""
+    if bands is not None:
+        return bands
+    return parallel if n_files == 1 and parallel > 1 else 1
+
+
+def run_jobs(
+    client: Any,
+    jobs: Sequence[Job],
+    model: ModelSpec,
+    options: JobOptions,
+    *,
+    on_result: Callable[[JobResult], None],
+    retries: int = RETRIES,
+) -> None:
+    """One Dask task per file; ``on_result`` is called as each one finishes.
+
+    Workers run inference on ``$ASTROSLEUTH_THREADS`` threads (set on the workers), one by
+    default: a Dask worker's parallelism is its threads and processes.
+    """
+    from distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    spec = model if model.threads is not None else _with_threads(model, 1)
+    tag = uuid.uuid4().hex[:8]
+    futures = {}
+    for job in jobs:
+        fut = client.submit(
+            process_job,
+            job,
+            spec,
+            options,
+            key=f"astrosleuth-file-{tag}-{job.index}",
+            pure=False,
+            retries=retries,
+        )
+        futures[fut] = job
+    try:
+        # This client is not the default one: give as_completed its event loop.
+        for fut in as_completed(list(futures), loop=client.loop):
+            job = futures[fut]
+            try:
+                res = fut.result()
+            except KilledWorker:
+                res = _failed(
+                    job,
+                    f"{job.input}: the workers running it died too often (out of memory?)",
+                    1,
+                )
+            except Exception as exc:  # noqa: BLE001 - reported for this file only
+                res = _failed(job, f"internal error: {type(exc).__name__}: {exc}", 1)
+            on_result(res)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures))
+        raise
+
+
+def _with_threads(spec: ModelSpec, threads: int) -> ModelSpec:
+    from dataclasses import replace
+
+    return replace(spec, threads=threads)
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class InlineRunner:
+    """Runs tasks in this process, one after the other."""
+
+    def map(self, fn: Callable, items: Sequence[Any], *args: Any) -> list:
+        return [fn(item, *args) for item in items]
+
+
+class PoolRunner:
+    """Runs tasks in local worker processes (:func:`~astrosleuth_astro.batch.make_pool`)."""
+
+    def __init__(self, pool: cf.ProcessPoolExecutor) -> None:
+        self.pool = pool
+
+    def map(self, fn: Callable, items: Sequence[Any], *args: Any) -> list:
+        futures = [self.pool.submit(_pool_call, fn, item, *args) for item in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+class DaskRunner:
+    """Runs tasks on a Dask cluster, retried elsewhere if their worker dies."""
+
+    def __init__(self, client: Any, retries: int = RETRIES) -> None:
+        self.client = client
+        self.retries = retries
+
+    def map(self, fn: Callable, items: Sequence[Any], *args: Any) -> list:
+        tag = uuid.uuid4().hex[:8]
+        futures = [
+            self.client.submit(
+                fn,
+                item,
+                *args,
+                key=f"astrosleuth-{fn.__name__}-{tag}-{i}",
+                pure=False,
+                retries=self.retries,
+            )
+            for i, item in enumerate(items)
+        ]
+        try:
+            return self.client.gather(futures)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures)
+            raise
+
+
+# --------------------------------------------------------------------------- bands
+
+
+def plan_bands(height: int, n_bands: int) -> list[tuple[int, int]]:
+    """Split ``height`` input rows into about ``n_bands`` bands ``[a, b)``.
+
+    Cuts are multiples of :data:`~astrosleuth_astro.pipeline.BAND_ROWS` (the pipeline's
+    post-processing bands), so a band's rows are post-processed exactly as in one run.
+    """
+    from .pipeline import BAND_ROWS
+
+    if n_bands <= 1 or height <= BAND_ROWS:
+        return [(0, height)]
+    cuts = sorted(
+        {int(round(k * height / n_bands / BAND_ROWS)) * BAND_ROWS for k in range(1, n_bands)}
+    )
+    edges = [0] + [c for c in cuts if 0 < c < height] + [height]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class BandTask:
+    """What a band task needs (all paths on the shared file system)."""
+
+    index: int
+    rows: tuple[int, int]
+    scale: int
+    tile: int
+    pad: int | None
+    batch_size: int
+    luminance_only: bool
+    stretch: Any
+    has_residual: bool
+    any_bad: bool
+    constant: np.ndarray
+    lo: np.ndarray
+    stretched: str
+    residual: str | None
+    bad: str | None
+    orig: str | None
+    target: str
+    offset: int
+    out_hw: tuple[int, int]
+
+
+def _pipeline_defaults() -> tuple[int, int | None]:
+    from .api import upscale_image
+
+    params = inspect.signature(upscale_image).parameters
+    return int(params["batch_size"].default), params["pad"].default
+
+
+def process_banded(
+    job: Job,
+    model: ModelSpec,
+    options: JobOptions,
+    runner: Any,
+    n_bands: int,
+    net: Any,
+    *,
+    auto: bool = True,
+) -> JobResult:
+    """Upscale one file in bands run by ``runner``; returns its batch result.
+
+    Falls back to one task for the whole file when banding does not apply: outputs that
+    are not plain FITS (``.gz``, ``.fz``, TIFF, PNG, JPEG), ``protect_stars`` (stars are
+    repaired on the whole image), or too few tile rows (with ``auto``: fewer than two per
+    band).
+    """
+    from .api import _header_out
+    from .engine.tiles import choose_tile
+    from .io import check_not_same, format_from_name, open_fits_output, read_image
+
+    start = time.perf_counter()
+
+    def result(status: str) -> JobResult:
+        return JobResult(
+            job.index, str(job.input), str(job.output), status, time.perf_counter() - start
+        )
+
+    try:
+        remove_stale_temps(job.output)
+        check_not_same(job.input, job.output)
+        image = read_image(job.input, hdu=options.hdu)
+        shape = expected_shape(image, options.scale)
+        state = output_state(
+            job.output,
+            shape,
+            sha256=getattr(net, "sha256", ""),
+            scale=options.scale,
+            stretch=options.stretch,
+        )
+        if state == COMPLETE and not options.overwrite:
+            return result(SKIPPED)
+        if state == FOREIGN and not options.overwrite:
+            raise InputError(
+                f"{job.output}: exists and is not an astrosleuth-astro output (use --overwrite)"
+            )
+        plain_fits = format_from_name(job.output) == "fits" and not str(
+            job.output
+        ).lower().endswith((".gz", ".fz"))
+        tile = options.tile or getattr(net, "tile", 256)
+        n_rows = -(-image.height // choose_tile(image.height, image.width, tile)[0])
+        n = min(n_bands, n_rows // 2) if auto else n_bands
+        bands = plan_bands(image.height, n)
+        # os.pwrite: POSIX only (Windows runs the whole file as one task).
+        if not plain_fits or options.protect_stars or len(bands) < 2 or not hasattr(os, "pwrite"):
+            del image
+            (res,) = runner.map(process_job, [job], model, options)
+            return res
+        overwrite = options.overwrite or state != MISSING
+        tasks, scratch = _prepare(image, job, options, bands, tile)
+        try:
+            header = _header_out(image.header, tasks[0].stretch, options.scale, net)
+            del image
+            with open_fits_output(job.output, shape, header, overwrite=overwrite) as out:
+                target, offset = str(out.filename), int(out.offset)
+                del out  # the workers write the file; this process only commits it
+                tasks = [_at(t, target, offset) for t in tasks]
+                runner.map(run_band, tasks, model)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except AstroSleuthError as exc:
+        return _failed(job, str(exc), exc.exit_code, time.perf_counter() - start)
+    except MemoryError:
+        return _failed(job, f"{job.input}: out of memory", 1, time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - one file must never stop the batch
+        return _failed(
+            job, f"internal error: {type(exc).__name__}: {exc}", 1, time.perf_counter() - start
+        )
+    res = result(DONE)
+    res.extra["bands"] = len(bands)
+    return res
+
+
+def _at(task: BandTask, target: str, offset: int) -> BandTask:
+    from dataclasses import replace
+
+    return replace(task, target=target, offset=offset)
+
+
+def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
+    """What the pipeline computes on the whole image, as scratch files and task fields.
+
+    Mirrors the start of :func:`~astrosleuth_astro.pipeline.upscale_array` (and the stretch
+    choice of :func:`~astrosleuth_astro.api.upscale_image`) step by step.
+    """
+    from .io.atomic import TEMP_PREFIX
+    from .pipeline import _channel_fill, as_chw
+    from .stretch import fit_stretch
+
+    stretch = options.stretch
+    if image.display_referred and stretch == "auto":
+        stretch = "none"
+    st = fit_stretch(image.data, stretch)
+    chw, _ = as_chw(image.restore_shape(image.data))
+    n_ch, h, w = chw.shape
+    bad = ~np.isfinite(chw)
+    any_bad = bool(bad.any())
+    work_in = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
+    if any_bad:
+        fill = _channel_fill(work_in, bad)
+        np.copyto(work_in, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
+    if st.channels != n_ch:
+        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
+    stretched = st.forward(work_in)
+    residual = st.clip_residual(work_in)
+    has_residual = bool(np.any(residual))
+    lo = np.array([np.min(work_in[c]) for c in range(n_ch)])
+    hi = np.array([np.max(work_in[c]) for c in range(n_ch)])
+
+    scratch = Path(
+        tempfile.mkdtemp(
+            prefix=f"{TEMP_PREFIX}bands-", suffix=f"-{job.output.name}", dir=job.output.parent
+        )
+    )
+    try:
+
+        def save(name: str, arr: np.ndarray) -> str:
+            path = scratch / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(arr))
+            return str(path)
+
+        paths = {
+            "stretched": save("stretched", stretched),
+            "residual": save("residual", residual) if has_residual else None,
+            "bad": save("bad", bad) if any_bad else None,
+            "orig": save("orig", chw) if any_bad else None,
+        }
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    batch_size, pad = _pipeline_defaults()
+    scale = options.scale
+    tasks = [
+        BandTask(
+            index=i,
+            rows=rows,
+            scale=scale,
+            tile=int(tile),
+            pad=pad,
+            batch_size=batch_size,
+            luminance_only=options.luminance_only,
+            stretch=st,
+            has_residual=has_residual,
+            any_bad=any_bad,
+            constant=lo == hi,
+            lo=lo,
+            target="",
+            offset=0,
+            out_hw=(scale * h, scale * w),
+            **paths,
+        )
+        for i, rows in enumerate(bands)
+    ]
+    return tasks, scratch
+
+
+def run_band(task: BandTask, model: ModelSpec) -> dict:
+    """Compute one band of output rows and write them into the output FITS.
+
+    Returns
+    -------
+    dict
+        ``{"index", "rows", "seconds", "batches"}`` (network calls actually computed).
+    """
+    from .engine.tiles import DEFAULT_PAD, _plan_axis, choose_tile, default_feather, iter_tile_rows
+    from .pipeline import BAND_ROWS, NATIVE_SCALE, _mono_net
+
+    start = time.perf_counter()
+    net = worker_backend(model)
+    stretched = np.load(task.stretched, mmap_mode="r")
+    n_ch, h, w = stretched.shape
+    net_c = _mono_net(net) if n_ch == 1 else net
+    n = NATIVE_SCALE
+    a, b = task.rows
+
+    # The whole image's tile plan (the engine's own), to know which batches to compute.
+    pad = DEFAULT_PAD if task.pad is None else task.pad
+    th, tw = choose_tile(h, w, task.tile)
+    ay = _plan_axis(h, th, pad, n, default_feather(pad))
+    nx = _plan_axis(w, tw, pad, n, default_feather(pad)).n
+    needed = np.zeros(ay.n, dtype=bool)
+    for i in range(ay.n):
+        k0, k1 = ay.kept(i)
+        needed[i] = k0 < n * b and k1 > n * a
+    total = ay.n * nx
+    bs = task.batch_size
+    compute = [
+        bool(needed[np.arange(k, min(k + bs, total)) // nx].any()) for k in range(0, total, bs)
+    ]
+    calls = [0]
+
+    def band_net(batch: np.ndarray) -> np.ndarray:
+        k = calls[0]
+        calls[0] += 1
+        if compute[k]:
+            return net_c(batch)
+        # A batch no row of this band comes from: the engine only copies it, never uses it.
+        shape = (batch.shape[0], batch.shape[1], n * batch.shape[2], n * batch.shape[3])
+        return np.broadcast_to(np.float32(0), shape)
+
+    aux = {
+        name: (np.load(path, mmap_mode="r") if path else None)
+        for name, path in (("residual", task.residual), ("bad", task.bad), ("orig", task.orig))
+    }
+    aux["stretched"] = stretched
+    edges = list(range(a, b, BAND_ROWS)) + [b]
+    fd = os.open(task.target, os.O_WRONLY)
+    rows_gen = iter_tile_rows(
+        stretched, band_net, scale=n, tile=task.tile, pad=task.pad, batch_size=bs
+    )
+    try:
+        k = 0
+        s0, s1 = edges[0], edges[1]
+        buf = np.empty((n_ch, n * (s1 - s0), n * w), dtype=np.float32)
+        for y0, rows in rows_gen:
+            y1 = y0 + rows.shape[1]
+            while k < len(edges) - 1:
+                r0, r1 = n * s0, n * s1
+                lo, hi = max(y0, r0), min(y1, r1)
+                if hi > lo:
+                    buf[:, lo - r0 : hi - r0] = rows[:, lo - y0 : hi - y0]
+                if y1 < r1:
+                    break  # this post-processing band needs more rows
+                _write_rows(fd, task, s0, s1, _finish_rows(task, s0, s1, buf, aux))
+                k += 1
+                if k < len(edges) - 1:
+                    s0, s1 = edges[k], edges[k + 1]
+                    buf = np.empty((n_ch, n * (s1 - s0), n * w), dtype=np.float32)
+            if k >= len(edges) - 1:
+                break
+        if k < len(edges) - 1:
+            raise RuntimeError(f"band {task.rows}: the engine stopped at row {k}")
+        os.fsync(fd)
+    finally:
+        rows_gen.close()
+        os.close(fd)
+    return {
+        "index": task.index,
+        "rows": list(task.rows),
+        "seconds": round(time.perf_counter() - start, 3),
+        "batches": sum(compute),
+    }
+
+
+def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
+    """Steps 4-7 of the pipeline for input rows ``[a, b)``: the loop body of
+    :func:`~astrosleuth_astro.pipeline.upscale_array`, with its whole-image values."""
+    from .pipeline import LUMA, NATIVE_SCALE
+    from .resample import from_native, upsample_bilinear, upsample_nearest
+
+    n = NATIVE_SCALE
+    rows4 = (n * a, n * b)
+    if task.luminance_only and band.shape[0] == 3:
+        up = upsample_bilinear(aux["stretched"], n, rows=rows4)
+        luma_delta = np.tensordot(LUMA, band - up, axes=1)
+        band = up + luma_delta[np.newaxis]
+    lin = task.stretch.inverse(band)
+    if task.has_residual:
+        lin += upsample_bilinear(aux["residual"], n, rows=rows4)
+    lin = from_native(lin, n, task.scale)
+    rows_s = (task.scale * a, task.scale * b)
+    if task.constant.any():
+        lin[task.constant] = task.lo[task.constant][:, None, None]
+    if task.any_bad:
+        mask = upsample_nearest(aux["bad"], task.scale, rows=rows_s)
+        if mask.any():
+            orig = upsample_nearest(aux["orig"], task.scale, rows=rows_s)
+            lin[mask] = orig[mask]
+    return lin
+
+
+def _write_rows(fd: int, task: BandTask, a: int, b: int, lin: np.ndarray) -> None:
+    """``pwrite`` rows ``[scale*a, scale*b)`` of every plane into the FITS data section."""
+    out_h, out_w = task.out_hw
+    r0 = task.scale * a
+    for c in range(lin.shape[0]):
+        data = memoryview(np.ascontiguousarray(lin[c], dtype=">f4").tobytes())
+        pos = task.offset + 4 * ((c * out_h + r0) * out_w)
+        while data:
+            written = os.pwrite(fd, data, pos)
+            data, pos = data[written:], pos + written

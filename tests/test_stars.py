@@ -1,0 +1,125 @@
+"""Star detection, measurement, masks, and the ``stars`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from astrosleuth_astro.cli import main
+from astrosleuth_astro.sim import simulate, to_hdu
+from astrosleuth_astro.stars import detect_stars, find_stars, star_mask
+
+
+@pytest.fixture(scope="module")
+def sim():
+    # Isolated-enough Gaussian stars on a flat sky, a few of them saturated.
+    return simulate(
+        (96, 96),
+        seed=7,
+        psf="gaussian",
+        fwhm=2.5,
+        n_stars=30,
+        flux_range=(2e3, 3e6),
+        flux_index=1.0,
+        nebulosity=0.0,
+        hot_pixels=0.0,
+    )
+
+
+def _match(cat, truth, radius=1.0):
+    from scipy.spatial import cKDTree
+
+    d, i = cKDTree(np.column_stack([truth["x"], truth["y"]])).query(
+        np.column_stack([cat["x"], cat["y"]])
+    )
+    return d, i, d < radius
+
+
+def test_detects_and_measures_stars(sim):
+    det = detect_stars(sim.lr)
+    cat = det.catalog
+    d, i, ok = _match(cat, sim.catalog)
+    assert ok.sum() >= 0.9 * len(cat) and len(cat) >= 15
+    bright = ok & (np.asarray(cat["snr"]) > 20) & ~np.asarray(cat["saturated"])
+    assert bright.sum() >= 5
+    assert np.median(d[bright]) < 0.05  # sub-pixel centroids
+    assert det.fwhm == pytest.approx(2.5, rel=0.06)  # pixel-integrated Gaussian fits
+    ratio = np.asarray(cat["flux"])[bright] / np.asarray(sim.catalog["flux"])[i[bright]]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.02)
+    # Saturation: the flag follows the truth for matched stars.
+    sat_truth = np.asarray(sim.catalog["saturated"])[i[ok]]
+    assert sat_truth.any()
+    np.testing.assert_array_equal(np.asarray(cat["saturated"])[ok], sat_truth)
+    assert set(cat.colnames) >= {"x", "y", "fwhm", "flux", "peak", "background", "snr", "saturated"}
+    # Footprints carry the catalogue ids.
+    assert set(np.unique(det.segmentation)) - {0} == set(int(v) for v in cat["id"])
+
+
+def test_known_saturation_level_and_hot_pixels():
+    res = simulate(
+        (64, 64),
+        seed=2,
+        psf="gaussian",
+        n_stars=8,
+        flux_range=(5e3, 2e4),
+        nebulosity=0.0,
+        hot_pixels=0.0,
+    )
+    lr = res.lr[0].copy()
+    lr[10, 50] = 30000.0  # a hot pixel is not a star
+    cat = find_stars(lr, saturation=2500.0)
+    assert not np.any((np.abs(cat["x"] - 50) < 1) & (np.abs(cat["y"] - 10) < 1))
+    assert cat["saturated"].any()  # the brightest stars pass the given level
+
+
+def test_colour_and_tiny_images(sim):
+    rgb = np.concatenate([sim.lr, 0.5 * sim.lr, 2.0 * sim.lr])
+    assert len(find_stars(rgb)) == len(find_stars(sim.lr))
+    # Too small for Background2D boxes: global statistics.
+    tiny = sim.lr[0, :24, :24]
+    cat = find_stars(tiny)
+    assert len(cat) >= 1
+
+
+def test_star_mask_dilates_footprints(sim):
+    det = detect_stars(sim.lr)
+    small = star_mask(det, factor=0.5)
+    big = star_mask(det, factor=3.0)
+    assert small.shape == sim.lr.shape[1:] and small.dtype == bool
+    assert (det.segmentation > 0)[~small].sum() == 0  # every footprint pixel is masked
+    assert big.sum() > small.sum() and not (small & ~big).any()
+    up = star_mask(det, factor=2.0, scale=4)
+    assert up.shape == (4 * 96, 4 * 96)
+    for x, y in zip(det.catalog["x"], det.catalog["y"], strict=True):
+        assert up[int(round((y + 0.5) * 4 - 0.5)), int(round((x + 0.5) * 4 - 0.5))]
+
+
+def test_stars_cli_round_trip(tmp_path, sim, capsys):
+    src = tmp_path / "field.fits"
+    to_hdu(sim, "lr").writeto(src)
+    mask_p, cat_p = tmp_path / "mask.fits", tmp_path / "stars.ecsv"
+    rc = main(["stars", str(src), "--mask", str(mask_p), "--catalog", str(cat_p), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    cat = Table.read(cat_p, format="ascii.ecsv")
+    assert summary["n_stars"] == len(cat) >= 15
+    det = detect_stars(fits.getdata(src).astype(np.float32))
+    np.testing.assert_allclose(cat["x"], det.catalog["x"], atol=1e-6)
+    assert cat.meta["fwhm"] == pytest.approx(det.fwhm)
+    with fits.open(mask_p) as hdul:
+        mask, hdr = hdul[0].data, hdul[0].header
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    np.testing.assert_array_equal(mask.astype(bool), star_mask(det))
+    # The input's header and WCS come along.
+    src_hdr = fits.getheader(src)
+    assert WCS(hdr).wcs.crval.tolist() == pytest.approx(WCS(src_hdr).wcs.crval.tolist())
+    assert hdr["OBJECT"] == src_hdr["OBJECT"]
+    # Existing outputs are kept unless --overwrite; a missing input is exit 2.
+    assert main(["stars", str(src), "--mask", str(mask_p)]) == 2
+    assert main(["stars", str(src), "--mask", str(mask_p), "--overwrite"]) == 0
+    assert main(["stars", str(tmp_path / "nope.fits")]) == 2
