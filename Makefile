@@ -32,8 +32,8 @@ test-all: install
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check astrosleuth_astro tests siril_scripts
-	$(BIN)/ruff format --check astrosleuth_astro tests siril_scripts
+	$(BIN)/ruff check astrosleuth_astro tests siril_scripts bench
+	$(BIN)/ruff format --check astrosleuth_astro tests siril_scripts bench
 
 format: install
 	$(BIN)/ruff check --fix astrosleuth_astro tests siril_scripts
