@@ -36,8 +36,8 @@ lint: install
 	$(BIN)/ruff format --check astrosleuth_astro tests siril_scripts bench
 
 format: install
-	$(BIN)/ruff check --fix astrosleuth_astro tests siril_scripts
-	$(BIN)/ruff format astrosleuth_astro tests siril_scripts
+	$(BIN)/ruff check --fix astrosleuth_astro tests siril_scripts bench
+	$(BIN)/ruff format astrosleuth_astro tests siril_scripts bench
 
 clean:
 	rm -rf $(VENV) demo_output build dist *.egg-info .pytest_cache

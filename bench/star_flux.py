@@ -19,7 +19,9 @@ from astrosleuth_astro.sim import simulate
 def flux(img, x, y, r):
     ap, ann = CircularAperture((x, y), r), CircularAnnulus((x, y), r + 2 * r / 2.5, r + 5 * r / 2.5)
     bkg = ApertureStats(img, ann)
-    return aperture_photometry(img, ap)["aperture_sum"][0] - bkg.median * ap.area, bkg.std * np.sqrt(ap.area)
+    return aperture_photometry(img, ap)["aperture_sum"][
+        0
+    ] - bkg.median * ap.area, bkg.std * np.sqrt(ap.area)
 
 
 def main() -> None:
@@ -36,7 +38,8 @@ def main() -> None:
             sr = asa.upscale(lr, model=net, protect_stars=args.protect_stars)
             cat = res.catalog
             inside = (cat["x"] > 8) & (cat["x"] < 88) & (cat["y"] > 8) & (cat["y"] < 88)
-            for x, y in zip(cat["x"][inside & ~cat["saturated"]], cat["y"][inside & ~cat["saturated"]]):
+            keep = inside & ~cat["saturated"]
+            for x, y in zip(cat["x"][keep], cat["y"][keep], strict=True):
                 r = 2.5 * fwhm
                 f_lr, noise = flux(lr, x, y, r)
                 f_sr, _ = flux(sr, (x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5, 4 * r)
