@@ -413,32 +413,18 @@ def _at(task: BandTask, target: str, offset: int) -> BandTask:
 def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
     """What the pipeline computes on the whole image, as scratch files and task fields.
 
-    Mirrors the start of :func:`~astrosleuth_astro.pipeline.upscale_array` (and the stretch
-    choice of :func:`~astrosleuth_astro.api.upscale_image`) step by step.
+    Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
+    fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
     from .io.atomic import TEMP_PREFIX
-    from .pipeline import _channel_fill, as_chw
+    from .pipeline import prepare
     from .stretch import fit_stretch
 
     stretch = options.stretch
     if image.display_referred and stretch == "auto":
         stretch = "none"
-    st = fit_stretch(image.data, stretch)
-    chw, _ = as_chw(image.restore_shape(image.data))
-    n_ch, h, w = chw.shape
-    bad = ~np.isfinite(chw)
-    any_bad = bool(bad.any())
-    work_in = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
-    if any_bad:
-        fill = _channel_fill(work_in, bad)
-        np.copyto(work_in, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
-    if st.channels != n_ch:
-        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
-    stretched = st.forward(work_in)
-    residual = st.clip_residual(work_in)
-    has_residual = bool(np.any(residual))
-    lo = np.array([np.min(work_in[c]) for c in range(n_ch)])
-    hi = np.array([np.max(work_in[c]) for c in range(n_ch)])
+    prep = prepare(image.restore_shape(image.data), fit_stretch(image.data, stretch))
+    n_ch, h, w = prep.chw.shape
 
     scratch = Path(
         tempfile.mkdtemp(
@@ -453,10 +439,10 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
             return str(path)
 
         paths = {
-            "stretched": save("stretched", stretched),
-            "residual": save("residual", residual) if has_residual else None,
-            "bad": save("bad", bad) if any_bad else None,
-            "orig": save("orig", chw) if any_bad else None,
+            "stretched": save("stretched", prep.stretched),
+            "residual": save("residual", prep.residual) if prep.residual is not None else None,
+            "bad": save("bad", prep.bad) if prep.bad is not None else None,
+            "orig": save("orig", prep.chw) if prep.bad is not None else None,
         }
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -472,11 +458,11 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
             pad=pad,
             batch_size=batch_size,
             luminance_only=options.luminance_only,
-            stretch=st,
-            has_residual=has_residual,
-            any_bad=any_bad,
-            constant=lo == hi,
-            lo=lo,
+            stretch=prep.stretch,
+            has_residual=prep.residual is not None,
+            any_bad=prep.bad is not None,
+            constant=prep.constant,
+            lo=prep.lo,
             target="",
             offset=0,
             out_hw=(scale * h, scale * w),
@@ -576,30 +562,23 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
 
 
 def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
-    """Steps 4-7 of the pipeline for input rows ``[a, b)``: the loop body of
-    :func:`~astrosleuth_astro.pipeline.upscale_array`, with its whole-image values."""
-    from .pipeline import LUMA, NATIVE_SCALE
-    from .resample import from_native, upsample_bilinear, upsample_nearest
+    """Steps 3-7 of the pipeline for input rows ``[a, b)``, with the whole-image values
+    that the client prepared (the pipeline's own :func:`to_linear` and :func:`finish_rows`)."""
+    from .pipeline import Prepared, finish_rows, to_linear
 
-    n = NATIVE_SCALE
-    rows4 = (n * a, n * b)
-    if task.luminance_only and band.shape[0] == 3:
-        up = upsample_bilinear(aux["stretched"], n, rows=rows4)
-        luma_delta = np.tensordot(LUMA, band - up, axes=1)
-        band = up + luma_delta[np.newaxis]
-    lin = task.stretch.inverse(band)
-    if task.has_residual:
-        lin += upsample_bilinear(aux["residual"], n, rows=rows4)
-    lin = from_native(lin, n, task.scale)
-    rows_s = (task.scale * a, task.scale * b)
-    if task.constant.any():
-        lin[task.constant] = task.lo[task.constant][:, None, None]
-    if task.any_bad:
-        mask = upsample_nearest(aux["bad"], task.scale, rows=rows_s)
-        if mask.any():
-            orig = upsample_nearest(aux["orig"], task.scale, rows=rows_s)
-            lin[mask] = orig[mask]
-    return lin
+    prep = Prepared(
+        chw=aux["orig"],
+        work=aux["stretched"],  # not used after preparation
+        bad=aux["bad"],
+        stretch=task.stretch,
+        stretched=aux["stretched"],
+        residual=aux["residual"],
+        lo=task.lo,
+        constant=task.constant,
+        was_2d=False,
+    )
+    lin = to_linear(prep, band, (a, b), luminance_only=task.luminance_only)
+    return finish_rows(prep, lin, (a, b), task.scale)
 
 
 def _write_rows(fd: int, task: BandTask, a: int, b: int, lin: np.ndarray) -> None:

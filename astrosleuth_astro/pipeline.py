@@ -109,6 +109,130 @@ def _mono_net(net: Net) -> Net:
     return run
 
 
+@dataclass
+class Prepared:
+    """What the pipeline derives from the whole input before the network runs.
+
+    Computed once by :func:`prepare`; :func:`to_linear` and :func:`finish_rows` then turn
+    any band of the network's output into final rows, so bands processed anywhere (here,
+    or on Dask workers) give exactly the single-run result.
+
+    Attributes
+    ----------
+    chw : ndarray, shape (C, H, W)
+        The input as given (non-finite pixels included).
+    work : ndarray, shape (C, H, W), float32
+        The input with non-finite pixels replaced by the channel's median.
+    bad : ndarray of bool or None
+        Where the input is not finite (None when it is finite everywhere).
+    stretch : Stretch
+    stretched : ndarray, shape (C, H, W), float32
+        ``stretch.forward(work)``: what the network sees.
+    residual : ndarray or None
+        The clipped residual (None when the stretch clips nothing).
+    lo : ndarray, shape (C,)
+        Channel minimum of ``work``.
+    constant : ndarray of bool, shape (C,)
+        Channels with a single value: they come out exactly constant.
+    was_2d : bool
+    """
+
+    chw: np.ndarray
+    work: np.ndarray
+    bad: np.ndarray | None
+    stretch: Stretch
+    stretched: np.ndarray
+    residual: np.ndarray | None
+    lo: np.ndarray
+    constant: np.ndarray
+    was_2d: bool
+
+
+def prepare(data: np.ndarray, stretch: str | Stretch = "auto") -> Prepared:
+    """Steps 1-2 on the whole input: mask non-finite pixels, fit and apply the stretch."""
+    chw, was_2d = as_chw(data)
+    n_ch, h, w = chw.shape
+    bad = ~np.isfinite(chw)
+    any_bad = bool(bad.any())
+    work = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
+    if any_bad:
+        fill = _channel_fill(work, bad)
+        np.copyto(work, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
+    st = stretch if isinstance(stretch, Stretch) else fit_stretch(work, stretch)
+    if st.channels != n_ch:
+        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
+    residual = st.clip_residual(work)
+    # Constant channels must come out exactly constant (no network bias on flat input).
+    lo = np.array([np.min(work[c]) for c in range(n_ch)])
+    hi = np.array([np.max(work[c]) for c in range(n_ch)])
+    return Prepared(
+        chw=chw,
+        work=work,
+        bad=bad if any_bad else None,
+        stretch=st,
+        stretched=st.forward(work),
+        residual=residual if np.any(residual) else None,
+        lo=lo,
+        constant=lo == hi,
+        was_2d=was_2d,
+    )
+
+
+def to_linear(
+    prep: Prepared,
+    block: np.ndarray,
+    rows: tuple[int, int],
+    cols: tuple[int, int] | None = None,
+    luminance_only: bool = False,
+) -> np.ndarray:
+    """Steps 3-5 for a block of the network's native output: back to linear units.
+
+    Parameters
+    ----------
+    prep : Prepared
+    block : ndarray, shape (C, 4*(r1-r0), 4*(c1-c0))
+        Network output (stretched domain) for input rows ``rows`` and columns ``cols``.
+    rows, cols : (int, int)
+        Input-pixel ranges of the block (``cols`` defaults to every column).
+    luminance_only : bool
+        Keep the network's luminance and the input's (bilinear) chroma.
+    """
+    n = NATIVE_SCALE
+    h, w = prep.stretched.shape[-2:]
+    (r0, r1), (c0, c1) = rows, cols or (0, w)
+    # One input pixel of context is all bilinear x4 needs; positions stay exact.
+    lo_r, hi_r, lo_c, hi_c = max(0, r0 - 1), min(h, r1 + 1), max(0, c0 - 1), min(w, c1 + 1)
+    sub_rows, sub_cols = (n * (r0 - lo_r), n * (r1 - lo_r)), slice(n * (c0 - lo_c), n * (c1 - lo_c))
+
+    def upsampled(arr: np.ndarray) -> np.ndarray:
+        return upsample_bilinear(arr[:, lo_r:hi_r, lo_c:hi_c], n, rows=sub_rows)[:, :, sub_cols]
+
+    band = np.asarray(block, dtype=np.float32)
+    if luminance_only and band.shape[0] == 3:
+        up = upsampled(prep.stretched)
+        band = up + np.tensordot(LUMA, band - up, axes=1)[np.newaxis]
+    lin = prep.stretch.inverse(band)
+    if prep.residual is not None:
+        lin += upsampled(prep.residual)
+    return lin
+
+
+def finish_rows(prep: Prepared, lin: np.ndarray, rows: tuple[int, int], scale: int) -> np.ndarray:
+    """Steps 7 and 1 (undone) for input rows ``rows``: resample to ``scale``, restore
+    constant channels and non-finite pixels. ``lin`` covers every column at 4x."""
+    a, b = rows
+    lin = from_native(lin, NATIVE_SCALE, scale)
+    rows_s = (scale * a, scale * b)
+    if prep.constant.any():
+        lin[prep.constant] = prep.lo[prep.constant][:, None, None]
+    if prep.bad is not None:
+        mask = upsample_nearest(prep.bad, scale, rows=rows_s)
+        if mask.any():
+            orig = upsample_nearest(prep.chw, scale, rows=rows_s)
+            lin[mask] = orig[mask]
+    return lin
+
+
 def upscale_array(
     data: np.ndarray,
     net: Net,
@@ -167,34 +291,15 @@ def upscale_array(
         raise InputError(f"--scale: {scale} is not supported (choose from 1, 2, 3, 4)")
     if tile is not None and tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
-    chw, was_2d = as_chw(data)
-    n_ch, h, w = chw.shape
-
-    bad = ~np.isfinite(chw)
-    any_bad = bool(bad.any())
-    work_in = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
-    if any_bad:
-        fill = _channel_fill(work_in, bad)
-        np.copyto(work_in, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
-
-    st = stretch if isinstance(stretch, Stretch) else fit_stretch(work_in, stretch)
-    if st.channels != n_ch:
-        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
-    stretched = st.forward(work_in)
-    residual = st.clip_residual(work_in)
-    has_residual = bool(np.any(residual))
-
-    # Constant channels must come out exactly constant (no network bias on flat input).
-    lo = np.array([np.min(work_in[c]) for c in range(n_ch)])
-    hi = np.array([np.max(work_in[c]) for c in range(n_ch)])
-    constant = lo == hi
+    prep = prepare(data, stretch)
+    n_ch, h, w = prep.chw.shape
 
     protector = None
     if protect_stars:
         from .protect import StarProtector
 
         # Detected once on the whole linear input, before tiling: tiles and bands agree.
-        protector = StarProtector(work_in, strength=protect_strength, scale=NATIVE_SCALE)
+        protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
 
     net_c = _mono_net(net) if n_ch == 1 else net
     full_shape = (n_ch, NATIVE_SCALE * h, NATIVE_SCALE * w)
@@ -203,7 +308,7 @@ def upscale_array(
     if work is not None and tuple(work.shape) != full_shape:
         raise ValueError(f"work array has shape {work.shape}, expected {full_shape}")
     net_out = upscale_tiled(
-        stretched,
+        prep.stretched,
         net_c,
         scale=NATIVE_SCALE,
         tile=tile,
@@ -222,44 +327,19 @@ def upscale_array(
     if protector is not None and protector.active:
 
         def native_block(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-            # Steps 3-5 (as in the band loop below) for one stamp of LR rows/columns.
             n = NATIVE_SCALE
-            lo, hi, cl, ch = max(0, r0 - 1), min(h, r1 + 1), max(0, c0 - 1), min(w, c1 + 1)
-            rows, cols = (n * (r0 - lo), n * (r1 - lo)), slice(n * (c0 - cl), n * (c1 - cl))
-            blk = np.asarray(net_out[:, n * r0 : n * r1, n * c0 : n * c1], dtype=np.float32)
-            if luminance_only and n_ch == 3:
-                up = upsample_bilinear(stretched[:, lo:hi, cl:ch], n, rows=rows)[:, :, cols]
-                blk = up + np.tensordot(LUMA, blk - up, axes=1)[np.newaxis]
-            lin_blk = st.inverse(blk)
-            if has_residual:
-                lin_blk += upsample_bilinear(residual[:, lo:hi, cl:ch], n, rows=rows)[:, :, cols]
-            return lin_blk
+            blk = net_out[:, n * r0 : n * r1, n * c0 : n * c1]
+            return to_linear(prep, blk, (r0, r1), (c0, c1), luminance_only)
 
         protector.prepare(native_block)
 
     for a in range(0, h, BAND_ROWS):
         b = min(h, a + BAND_ROWS)
-        rows4 = (NATIVE_SCALE * a, NATIVE_SCALE * b)
-        band = np.asarray(net_out[:, rows4[0] : rows4[1], :], dtype=np.float32)
-        if luminance_only and n_ch == 3:
-            up = upsample_bilinear(stretched, NATIVE_SCALE, rows=rows4)
-            luma_delta = np.tensordot(LUMA, band - up, axes=1)
-            band = up + luma_delta[np.newaxis]
-        lin = st.inverse(band)
-        if has_residual:
-            lin += upsample_bilinear(residual, NATIVE_SCALE, rows=rows4)
+        band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
+        lin = to_linear(prep, band, (a, b), luminance_only=luminance_only)
         if protector is not None:
             protector.apply(lin, a, b)
-        lin = from_native(lin, NATIVE_SCALE, scale)
-        rows_s = (scale * a, scale * b)
-        if constant.any():
-            lin[constant] = lo[constant][:, None, None]
-        if any_bad:
-            mask = upsample_nearest(bad, scale, rows=rows_s)
-            if mask.any():
-                orig = upsample_nearest(chw, scale, rows=rows_s)
-                lin[mask] = orig[mask]
-        out[:, rows_s[0] : rows_s[1], :] = lin
+        out[:, scale * a : scale * b, :] = finish_rows(prep, lin, (a, b), scale)
 
-    result = out[0] if was_2d else out
-    return PipelineResult(data=result, stretch=st, scale=scale)
+    result = out[0] if prep.was_2d else out
+    return PipelineResult(data=result, stretch=prep.stretch, scale=scale)
