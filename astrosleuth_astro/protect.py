@@ -362,19 +362,9 @@ class StarProtector:
         lum_in = self.linear.mean(axis=0) if n_ch > 1 else self.linear[0]
         tables: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
         offset = 0
-        for row in cat:
-            lab = int(row["id"])
-            sl = slices.get(lab)
-            if sl is None:
-                continue
-            r0, r1 = max(0, sl[0].start - grow), min(h, sl[0].stop + grow)
-            c0, c1 = max(0, sl[1].start - grow), min(w, sl[1].stop + grow)
-            sr = np.asarray(block(r0, r1, c0, c1), dtype=np.float32)
-            ref = self._reference(r0, r1, c0, c1)
-            wts, labs = self._weights(r0, r1, c0, c1)
-            own = (labs == lab) & (wts > 0)
-            if not own.any():
-                continue
+        for row, lab, sl, (r0, r1, c0, c1), sr, ref, wts, _, own in self._stamps(
+            cat, slices, block, grow
+        ):
             # Local backgrounds of SR and R: the sky pixels of a wider stamp (outside every
             # dilated footprint), sigma-clipped. Each image against its own sky: a network
             # may shift the background level a little, which is not the star's business.
@@ -410,19 +400,11 @@ class StarProtector:
             np.concatenate(t) if t else np.zeros(0, dtype=np.float32) for t in tables
         ]
         # 3. Flux factors, now that the fills are known.
-        for row in cat:
-            lab = int(row["id"])
-            sl = slices.get(lab)
-            if sl is None or float(row["snr"]) < MIN_SNR_FLUX:
-                continue
-            r0, r1 = max(0, sl[0].start - grow), min(h, sl[0].stop + grow)
-            c0, c1 = max(0, sl[1].start - grow), min(w, sl[1].stop + grow)
-            sr = np.asarray(block(r0, r1, c0, c1), dtype=np.float32)
-            ref = self._reference(r0, r1, c0, c1)
-            wts, labs = self._weights(r0, r1, c0, c1)
-            own = (labs == lab) & (wts > 0)
-            if not own.any():
-                continue
+        # The stamps are computed again rather than kept: memory stays bounded on fields
+        # with many stars.
+        for _row, lab, _sl, (r0, _r1, c0, _c1), sr, ref, wts, labs, own in self._stamps(
+            cat, slices, block, grow, min_snr=MIN_SNR_FLUX
+        ):
             blended = self._blend(sr, ref, np.where(own, wts, 0.0), labs, r0, c0, k=False)
             lum_b = blended.mean(axis=0) - float(np.mean(self.bkg_sr[lab]))
             self.peak_light[lab] = max(float(lum_b[own].max()), 1e-12)
@@ -436,6 +418,25 @@ class StarProtector:
                 light = float(np.sum((gain_w * (blended[c] - b_sr))[own], dtype=np.float64))
                 if light > 0:
                     self.k[lab, c] = np.clip(1.0 + deficit / light, *K_RANGE)
+
+    def _stamps(self, cat, slices, block, grow: int, min_snr: float | None = None):
+        """Per catalogued star: its stamp (LR bounds grown by ``grow``), the network's
+        linear output and the reference there, the weights and labels, and the star's own
+        pixels."""
+        h, w = self.segm.shape
+        for row in cat:
+            lab = int(row["id"])
+            sl = slices.get(lab)
+            if sl is None or (min_snr is not None and float(row["snr"]) < min_snr):
+                continue
+            r0, r1 = max(0, sl[0].start - grow), min(h, sl[0].stop + grow)
+            c0, c1 = max(0, sl[1].start - grow), min(w, sl[1].stop + grow)
+            sr = np.asarray(block(r0, r1, c0, c1), dtype=np.float32)
+            ref = self._reference(r0, r1, c0, c1)
+            wts, labs = self._weights(r0, r1, c0, c1)
+            own = (labs == lab) & (wts > 0)
+            if own.any():
+                yield row, lab, sl, (r0, r1, c0, c1), sr, ref, wts, labs, own
 
     # -- band pass -----------------------------------------------------------------------
 
