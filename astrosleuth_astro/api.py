@@ -28,7 +28,7 @@ from .io import (
     rescale_header,
     write_image,
 )
-from .io.fits import open_fits_output
+from .io.fits import format_bytes, open_fits_output, physical_memory
 from .io.formats import format_from_name as image_format
 from .pipeline import NATIVE_SCALE, PipelineResult, upscale_array
 from .resample import upsample_nearest
@@ -304,6 +304,51 @@ _PIPELINE_OPTIONS = {
 MEMMAP_THRESHOLD = 1 << 30
 
 
+def _disk_free(path: str | os.PathLike) -> int | None:
+    """Free bytes on the file system holding ``path`` (None if unknown)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _check_room(dst: Path, in_shape: tuple, out_shape: tuple, scale: int, memmapped: bool) -> None:
+    """Refuse, before any allocation, an output that cannot fit in memory or on disk.
+
+    In memory the pipeline holds the native 4x network output and the output; a
+    memory-mapped FITS output needs its size on the output's disk, plus a 4x scratch file
+    (in ``$ASTROSLEUTH_SCRATCH`` or the temp directory) for scales below 4.
+    """
+    import tempfile
+
+    n = int(np.prod(in_shape))  # C*H*W (or H*W)
+    out_bytes = 4 * int(np.prod(out_shape))
+    work_bytes = 4 * n * NATIVE_SCALE**2
+    size = f"{out_shape[-1]}x{out_shape[-2]}"
+    if not memmapped:
+        need, have = out_bytes + work_bytes, physical_memory()
+        if have is not None and need > have:
+            raise InputError(
+                f"{dst}: output of {size} would need {format_bytes(need)} of memory, more than "
+                f"this machine's {format_bytes(have)} (write a FITS output: it is memory-mapped)"
+            )
+        return
+    checks = [(dst.parent, out_bytes)]
+    if scale != NATIVE_SCALE:
+        checks.append(
+            (Path(os.environ.get("ASTROSLEUTH_SCRATCH") or tempfile.gettempdir()), work_bytes)
+        )
+    for where, need in checks:
+        have = _disk_free(where)
+        if have is not None and need > have:
+            raise InputError(
+                f"{dst}: output of {size} would need {format_bytes(need)} of disk in "
+                f"{str(where)!r}, more than the {format_bytes(have)} free"
+            )
+
+
 def upscale_image(
     image: LoadedImage,
     dst: str | os.PathLike,
@@ -348,7 +393,9 @@ def upscale_image(
     out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
     header = _header_out(image.header, fitted, scale, net)
     nbytes = 4 * int(np.prod(out_shape))
-    if image_format(dst) == "fits" and nbytes > memmap_threshold:
+    memmapped = image_format(dst) == "fits" and nbytes > memmap_threshold
+    _check_room(dst, np.shape(data), out_shape, scale, memmapped)
+    if memmapped:
         with open_fits_output(dst, out_shape, header, overwrite=overwrite) as out:
             _upscale_into(data, net, scale, out, **options)
     else:

@@ -29,6 +29,7 @@ recovers them with :meth:`Stretch.clip_residual` (see :mod:`astrosleuth_astro.pi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -226,7 +227,9 @@ def looks_stretched(data: np.ndarray) -> bool:
     lo, hi = _range(chw)
     span = np.where(hi > lo, hi - lo, 1.0)
     level = (med - lo) / span
-    return bool(np.nanmedian(level) > STRETCHED_BACKGROUND)
+    with warnings.catch_warnings():  # an all-NaN image has no level: not stretched
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return bool(np.nanmedian(level) > STRETCHED_BACKGROUND)
 
 
 def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:

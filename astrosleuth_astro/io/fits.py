@@ -185,6 +185,36 @@ def _oneline(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes, or None where it cannot be told."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # not POSIX (Windows)
+        try:
+            import psutil  # optional
+
+            return int(psutil.virtual_memory().total)
+        except Exception:  # noqa: BLE001 - unknown: no check
+            return None
+
+
+def format_bytes(n: float) -> str:
+    """``"1.5 GiB"``, or MiB below a tenth of a GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+
+
+def _check_memory_to_read(path: str | os.PathLike[str], shape: tuple[int, ...]) -> None:
+    """Refuse, before any allocation, an image whose float32 copy cannot fit in memory."""
+    need = 4 * math.prod(shape)
+    memory = physical_memory()
+    if memory is not None and need > memory:
+        size = f"{shape[-1]}x{shape[-2]}" + (f"x{shape[0]}" if len(shape) == 3 else "")
+        raise InputError(
+            f"{path}: image of {size} would need {format_bytes(need)} of memory to read, "
+            f"more than this machine's {format_bytes(memory)}"
+        )
+
+
 def check_input_file(path: str | os.PathLike[str], nbytes: int = 16) -> bytes:
     """Check that ``path`` is a readable, non-empty regular file; return its first bytes.
 
@@ -458,6 +488,7 @@ def _read_hdu(
                 f"{path}: truncated FITS file (HDU {index} needs {needed} bytes, "
                 f"the file has {actual})"
             )
+    _check_memory_to_read(path, shape)
     try:
         raw = chosen.data
         if raw is None or tuple(raw.shape) != shape:
