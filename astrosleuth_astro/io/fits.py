@@ -310,7 +310,7 @@ def _select_hdu(
                         return index, candidate
                 else:
                     n_tables += 1
-        except (OSError, ValueError, TypeError, IndexError) as exc:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
             # A later HDU is damaged and no image came before it.
             raise InputError(f"{path}: corrupt FITS file ({_oneline(exc)})") from None
         if n_tables:
@@ -324,7 +324,7 @@ def _select_hdu(
     if isinstance(key, int):
         try:
             n = len(hdul)
-        except (OSError, ValueError, TypeError, IndexError) as exc:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise InputError(f"{path}: corrupt FITS file ({_oneline(exc)})") from None
         if not 0 <= key < n:
             raise InputError(f"{path}: --hdu {hdu}: no such HDU (the file has {n}: 0..{n - 1})")
@@ -401,9 +401,11 @@ def _to_physical_float32(
                 values += bzero
             if use_blank:
                 values[block == blank] = np.nan
-            dst[r0 : r0 + rows] = values
+            with np.errstate(over="ignore"):  # beyond float32's range is +-inf, as intended
+                dst[r0 : r0 + rows] = values
         else:
-            dst[r0 : r0 + rows] = block  # byte swap + cast only
+            with np.errstate(over="ignore"):
+                dst[r0 : r0 + rows] = block  # byte swap + cast only
     return out
 
 
@@ -454,7 +456,7 @@ def read_fits(path: str | os.PathLike[str], hdu: int | str | None = None) -> Loa
                 do_not_scale_image_data=True,
                 lazy_load_hdus=True,
             )
-    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
         raise InputError(f"{path}: corrupt FITS file ({_oneline(exc)})") from None
     try:
         with warnings.catch_warnings():
