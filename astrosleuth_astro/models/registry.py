@@ -92,6 +92,9 @@ class ModelEntry:
         Recommended tile size in input pixels.
     tile_pad : int
         Recommended tile overlap in input pixels.
+    training : dict or None
+        Models made by the bundled trainer: the ``[models.<name>.training]`` table that
+        ``astrosleuth-astro train`` writes (config file, steps, data summary, validation).
     path, onnx_path : pathlib.Path or None
         Absolute paths of the shipped files (they may be missing on disk).
     """
@@ -111,6 +114,7 @@ class ModelEntry:
     cond_vectors_sha256: str = ""
     tile: int = 256
     tile_pad: int = 16
+    training: dict | None = None
     path: Path | None = None
     onnx_path: Path | None = None
 
@@ -172,7 +176,7 @@ def _entry(name: str, raw: object, root: Path, source: Path) -> ModelEntry:
     where = f"{source}: [models.{name}]"
     if not isinstance(raw, dict):
         raise ModelError(f"{where} is not a table")
-    unknown = sorted(set(raw) - set(_STR_KEYS) - set(_INT_KEYS))
+    unknown = sorted(set(raw) - set(_STR_KEYS) - set(_INT_KEYS) - {"training"})
     if unknown:
         raise ModelError(f"{where}: unknown key(s) {', '.join(unknown)}")
     fields: dict = {"name": name}
@@ -201,6 +205,10 @@ def _entry(name: str, raw: object, root: Path, source: Path) -> ModelEntry:
         fields.get("cond_vectors_url") or fields["cond_vectors_sha256"]
     ):
         raise ModelError(f"{where}: cond_vectors_url/cond_vectors_sha256 apply to next models only")
+    if "training" in raw:
+        if not isinstance(raw["training"], dict):
+            raise ModelError(f"{where}: training must be a table")
+        fields["training"] = raw["training"]
     if fields.get("file"):
         fields["path"] = root / fields["file"]
     if fields.get("onnx"):

@@ -1,8 +1,8 @@
 """Training configuration: dataclasses loaded from TOML, validated with clear errors.
 
 A config file has the sections ``[model]``, ``[data]``, ``[sim]``, ``[degradations]``,
-``[train]``, ``[val]`` and ``[output]``; every key is optional and defaults to the values
-below. Unknown sections or keys are errors (a typo must not silently fall back to a
+``[train]``, ``[losses]``, ``[val]`` and ``[output]``; every key is optional and defaults
+to the values below. Unknown sections or keys are errors (a typo must not silently fall back to a
 default). Ranges are written as two-element arrays ``[low, high]`` and each sample draws
 uniformly from them (log-uniformly for the keys listed in ``LOG_RANGES``).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from ..errors import InputError
 Range = tuple[float, float]
 
 #: Range keys drawn log-uniformly (they span decades).
-LOG_RANGES = {"density", "flux_max", "gain", "hot_pixels", "nebulosity", "peak"}
+LOG_RANGES = {"cold_pixels", "density", "flux_max", "gain", "hot_pixels", "nebulosity", "peak"}
+#: ``[degradations]`` fraction ranges that may be ``[0, 0]`` (off) despite being log ranges.
+OFF_RANGES = {"cold_pixels", "hot_pixels"}
 
 
 @dataclass
@@ -42,6 +45,10 @@ class ModelConfig:
     num_up_feat: int | None = None
     num_block: int = 6
     num_grow_ch: int = 32
+    #: Fine-tuning: start from these weights (``.safetensors``/``.pth``/``.onnx`` path, or a
+    #: registry name such as ``"default"``) instead of a random initialisation; "" = none.
+    #: Relative paths are resolved against the config file's folder.
+    init: str = ""
 
     def kwargs(self) -> dict[str, int]:
         """Constructor arguments of the architecture (``num_up_feat`` resolved)."""
@@ -117,7 +124,13 @@ class SimConfig:
 
 @dataclass
 class DegradationConfig:
-    """How an HR real image becomes an LR observation (linear data)."""
+    """How an HR real image becomes an LR observation (see :mod:`.degradations`).
+
+    Lengths are in LR pixels and every blur kernel is applied on the HR grid before area
+    downsampling. The motion, defocus, aberration, cold-pixel and JPEG degradations are
+    off by default (probability 0, fraction ``[0, 0]``); when off they draw no random
+    numbers, so existing configs make the same pairs as before they were added.
+    """
 
     blur_prob: float = 0.5
     #: Extra seeing blur FWHM in LR pixels (applied on the HR grid before downsampling).
@@ -134,6 +147,29 @@ class DegradationConfig:
     hot_pixels: Range = (1e-6, 3e-4)
     #: Gaussian noise sigma for display-referred (8-bit) sources, in [0, 1] units.
     display_noise: Range = (0.0, 0.02)
+    #: Tracking / wind blur: probability, path length (LR pixels, random angle), and the
+    #: probability that the path is a random walk (jitter) instead of a straight line.
+    motion_prob: float = 0.0
+    motion_length: Range = (0.3, 1.5)
+    motion_jitter_prob: float = 0.0
+    #: Defocus: probability, disk radius (LR pixels), central obstruction (fraction of the
+    #: radius; 0 = filled disk, Newtonian/SCT about 0.2-0.4).
+    defocus_prob: float = 0.0
+    defocus_radius: Range = (0.2, 0.8)
+    defocus_obstruction: Range = (0.0, 0.4)
+    #: Mild astigmatism: probability, major-axis FWHM (LR pixels) of an elliptical
+    #: Gaussian, minor/major axis ratio (random angle).
+    astig_prob: float = 0.0
+    astig_fwhm: Range = (0.2, 0.8)
+    astig_ratio: Range = (0.3, 0.8)
+    #: Mild coma: probability and flare tail length (LR pixels, random direction).
+    coma_prob: float = 0.0
+    coma_length: Range = (0.2, 0.8)
+    #: Fraction of cold (dead) pixel positions, log-uniform; [0, 0] = none.
+    cold_pixels: Range = (0.0, 0.0)
+    #: JPEG compression of display-referred (8-bit) sources only: probability, quality.
+    jpeg_prob: float = 0.0
+    jpeg_quality: Range = (60.0, 95.0)
 
 
 @dataclass
@@ -161,6 +197,52 @@ class TrainConfig:
 
 
 @dataclass
+class LossConfig:
+    """Weights of the loss terms and their options (all terms are in the stretched domain
+    unless noted; a weight of 0 switches a term off and costs nothing).
+
+    The pixel loss kind stays ``[train] loss``. See ``docs/training-losses.md``.
+    """
+
+    #: Weight of the pixel loss (``[train] loss``).
+    pixel: float = 1.0
+    #: Weight of the star-aware loss (rings + flux around stars found in the HR target).
+    star: float = 0.0
+    #: Weight of the perceptual loss (L1 between features of a net trained on the data).
+    perceptual: float = 0.0
+    #: Weight of the generator's adversarial loss (patch discriminator).
+    adversarial: float = 0.0
+    #: Star detection threshold, in LR background sigmas (per LR pixel).
+    star_nsigma: float = 3.0
+    #: Width of the ring zone outside each star footprint, LR pixels.
+    star_ring: float = 3.0
+    #: Flux region: footprint grown by this many LR pixels.
+    star_flux_radius: float = 2.0
+    #: Weight of the ring (one-sided "darker than the target") term inside the star loss.
+    star_ring_weight: float = 1.0
+    #: Weight of the relative linear-flux term inside the star loss.
+    star_flux_weight: float = 0.1
+    #: Channels of the three stages of the perceptual feature net.
+    perceptual_widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    #: Stages (1-based) whose features are compared.
+    perceptual_layers: list[int] = field(default_factory=lambda: [1, 2, 3])
+    #: Self-supervised pretraining steps of the feature net at the start of training.
+    perceptual_pretrain_steps: int = 300
+    perceptual_lr: float = 1e-3
+    #: A saved feature net (``.safetensors``) to use instead of pretraining one; relative
+    #: paths are resolved against the config file's folder.
+    perceptual_net: str = ""
+    #: Discriminator loss: ``"hinge"`` or ``"bce"`` (non-saturating).
+    gan_loss: str = "hinge"
+    #: First step with the adversarial loss (and discriminator updates).
+    gan_start: int = 0
+    #: Channels of the first patch-discriminator layer.
+    disc_width: int = 32
+    disc_lr: float = 1e-4
+    disc_spectral_norm: bool = True
+
+
+@dataclass
 class ValConfig:
     """The fixed held-out validation set."""
 
@@ -172,6 +254,8 @@ class ValConfig:
     real: bool = True
     #: Largest LR side of a real validation image (centre crop of the held-out part).
     real_max_lr: int = 128
+    #: Also log the star metrics (flux ratio, shadow depth, splits, hallucinations).
+    star_metrics: bool = True
     seed: int = 7
 
 
@@ -196,6 +280,7 @@ class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     degradations: DegradationConfig = field(default_factory=DegradationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
     val: ValConfig = field(default_factory=ValConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     #: The file this config was read from (None when built in code).
@@ -218,7 +303,21 @@ class Config:
         if self.model.arch != "rrdb":  # FAST checkpoints predate the RRDB-only keys
             d["model"].pop("num_block", None)
             d["model"].pop("num_grow_ch", None)
+        if not self.model.init:  # checkpoints from before fine-tuning existed
+            d["model"].pop("init", None)
         return d
+
+    def resolved_init(self) -> str:
+        """``[model] init`` as a registry name or an absolute path ("" = none)."""
+        init = self.model.init
+        if not init:
+            return ""
+        p = Path(os.path.expanduser(init))
+        if p.suffix.lower() in (".safetensors", ".pth", ".pt", ".onnx"):
+            if not p.is_absolute() and self.source:
+                p = Path(self.source).parent / p
+            return str(p)
+        return init
 
 
 _SECTIONS = {
@@ -227,6 +326,7 @@ _SECTIONS = {
     "sim": SimConfig,
     "degradations": DegradationConfig,
     "train": TrainConfig,
+    "losses": LossConfig,
     "val": ValConfig,
     "output": OutputConfig,
 }
@@ -315,13 +415,20 @@ def _validate(cfg: Config, where: str) -> None:
                     val[0] <= val[1],
                     f"[{_name_of(sec)}] {f.name} range must be [low, high], got {list(val)}",
                 )
-                if f.name in LOG_RANGES:
-                    check(val[0] > 0, f"[{_name_of(sec)}] {f.name} must be > 0 (log range)")
+                off = sec is cfg.degradations and f.name in OFF_RANGES and val[1] == 0
+                if f.name in LOG_RANGES and not off:
+                    check(
+                        val[0] > 0,
+                        f"[{_name_of(sec)}] {f.name} must be > 0 (log range)"
+                        + (", or [0, 0] for none" if f.name in OFF_RANGES else ""),
+                    )
+    _validate_degradations(cfg.degradations, check)
     check(t.steps >= 1 and t.batch_size >= 1, "[train] steps and batch_size must be >= 1")
     check(t.lr > 0 and 0 <= t.min_lr <= t.lr, "[train] need lr > 0 and 0 <= min_lr <= lr")
     check(0.0 <= t.ema_decay < 1.0, "[train] ema_decay must be in [0, 1)")
     check(t.amp in ("none", "bf16"), f"[train] amp must be 'none' or 'bf16', got {t.amp!r}")
     check(t.loss in ("l1", "huber", "charbonnier", "mse"), f"[train] unknown loss {t.loss!r}")
+    _validate_losses(cfg.losses, check)
     check(
         v.every >= 1 and v.sim_fields >= 0 and 0 <= v.sim_colour <= v.sim_fields,
         "[val] every >= 1, 0 <= sim_colour <= sim_fields",
@@ -330,6 +437,74 @@ def _validate(cfg: Config, where: str) -> None:
         o.checkpoint_every >= 1 and o.log_every >= 1,
         "[output] checkpoint_every and log_every must be >= 1",
     )
+
+
+def _validate_losses(lo: LossConfig, check: Callable[[bool, str], None]) -> None:
+    for key in ("pixel", "star", "perceptual", "adversarial"):
+        check(getattr(lo, key) >= 0, f"[losses] {key} must be >= 0")
+    check(
+        lo.pixel + lo.star + lo.perceptual + lo.adversarial > 0,
+        "[losses] at least one weight must be > 0",
+    )
+    check(lo.star_nsigma > 0, "[losses] star_nsigma must be > 0")
+    check(
+        lo.star_ring > 0 and lo.star_flux_radius >= 0,
+        "[losses] star_ring must be > 0 and star_flux_radius >= 0",
+    )
+    check(
+        lo.star_ring_weight >= 0 and lo.star_flux_weight >= 0,
+        "[losses] star_ring_weight and star_flux_weight must be >= 0",
+    )
+    w = lo.perceptual_widths
+    check(
+        len(w) == 3 and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in w),
+        f"[losses] perceptual_widths must be 3 positive integers, got {w!r}",
+    )
+    layers = lo.perceptual_layers
+    check(
+        len(layers) >= 1 and all(c in (1, 2, 3) and not isinstance(c, bool) for c in layers),
+        f"[losses] perceptual_layers must be a non-empty list of 1, 2, 3; got {layers!r}",
+    )
+    check(lo.perceptual_pretrain_steps >= 0, "[losses] perceptual_pretrain_steps must be >= 0")
+    check(lo.perceptual_lr > 0 and lo.disc_lr > 0, "[losses] perceptual_lr, disc_lr must be > 0")
+    check(
+        lo.gan_loss in ("hinge", "bce"),
+        f"[losses] gan_loss must be 'hinge' or 'bce', got {lo.gan_loss!r}",
+    )
+    check(lo.gan_start >= 0 and lo.disc_width >= 1, "[losses] gan_start >= 0, disc_width >= 1")
+
+
+def _validate_degradations(g: DegradationConfig, check: Callable[[bool, str], None]) -> None:
+    """Probabilities in [0, 1] and physically meaningful ranges in ``[degradations]``."""
+    for key in (
+        "blur_prob",
+        "motion_prob",
+        "motion_jitter_prob",
+        "defocus_prob",
+        "astig_prob",
+        "coma_prob",
+        "jpeg_prob",
+    ):
+        val = getattr(g, key)
+        check(0.0 <= val <= 1.0, f"[degradations] {key} must be in [0, 1], got {val}")
+    for key in ("blur_fwhm", "motion_length", "defocus_radius", "astig_fwhm", "coma_length"):
+        val = getattr(g, key)
+        check(val[0] >= 0, f"[degradations] {key} must be >= 0 LR pixels, got {list(val)}")
+    check(
+        0.0 <= g.defocus_obstruction[0] and g.defocus_obstruction[1] < 1.0,
+        f"[degradations] defocus_obstruction must be in [0, 1), got {list(g.defocus_obstruction)}",
+    )
+    check(
+        0.0 < g.astig_ratio[0] and g.astig_ratio[1] <= 1.0,
+        f"[degradations] astig_ratio must be in (0, 1], got {list(g.astig_ratio)}",
+    )
+    check(
+        1.0 <= g.jpeg_quality[0] and g.jpeg_quality[1] <= 100.0,
+        f"[degradations] jpeg_quality must be in [1, 100], got {list(g.jpeg_quality)}",
+    )
+    for key in ("hot_pixels", "cold_pixels"):
+        val = getattr(g, key)
+        check(val[1] <= 1.0, f"[degradations] {key} is a fraction (<= 1), got {list(val)}")
 
 
 def _name_of(section: object) -> str:

@@ -185,6 +185,46 @@ class Pair:
     name: str
     mono: bool
     stretch: Stretch | None = None
+    #: Star maps of the HR target, ``(2, H, W)`` float32 (see :mod:`.starmask`), made only
+    #: when the star-aware loss is on.
+    stars: np.ndarray | None = None
+
+
+#: Codes of the stretch kinds in :attr:`Batch.stretch_kind`.
+STRETCH_KINDS = {"none": 0, "mtf": 1, "asinh": 2}
+
+
+@dataclass
+class Batch:
+    """One training batch (float32 unless noted).
+
+    Attributes
+    ----------
+    lr, hr : ndarray, shapes (N, 3, h, w) and (N, 3, 4h, 4w)
+        Stretched LR inputs and HR targets in [0, 1].
+    stars : ndarray, shape (N, 2, 4h, 4w), or None
+        Star maps cropped, flipped and rotated with ``hr`` (None when not made).
+    stretch : ndarray of float64, shape (N, 3, 3)
+        Per sample and channel: black point, white point, stretch parameter (input units
+        of the sample's linear data); inverts ``hr`` to linear.
+    stretch_kind : ndarray of int64, shape (N,)
+        :data:`STRETCH_KINDS` code of each sample's stretch.
+    """
+
+    lr: np.ndarray
+    hr: np.ndarray
+    stars: np.ndarray | None
+    stretch: np.ndarray
+    stretch_kind: np.ndarray
+
+
+def stretch_vector(st: Stretch | None) -> tuple[np.ndarray, int]:
+    """``(3, 3)`` rows black, white, param (mono replicated) and the kind code of a stretch."""
+    if st is None:
+        return np.array([[0.0] * 3, [1.0] * 3, [0.0] * 3]), STRETCH_KINDS["none"]
+    rows = [np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (st.black, st.white, st.param)]
+    vec = np.stack([np.broadcast_to(r, (3,)) if r.size == 1 else r for r in rows])
+    return vec, STRETCH_KINDS[st.kind]
 
 
 def _to3(x: np.ndarray) -> np.ndarray:
@@ -302,9 +342,22 @@ class PairBank:
         self.items: list[Pair | None] = [None] * self.size
         self.item_ids = [None] * self.size
         self.done = 0  # refreshes applied (non-negative refresh numbers)
+        #: Make star maps of every item (for the star-aware loss); detection draws no
+        #: random numbers, so the batches are the same with or without it.
+        self.want_stars = cfg.losses.star > 0
 
     # refresh number c -> item
     def make_item(self, c: int) -> Pair:
+        item = self._make_item(c)
+        if self.want_stars:
+            from .starmask import star_maps
+
+            item.stars = star_maps(
+                item.lr, item.hr, self.cfg.data.scale, self.cfg.losses.star_nsigma
+            )
+        return item
+
+    def _make_item(self, c: int) -> Pair:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.train.seed, 1, c + self.size])
         # One uniform draw picks the source: [0, p_sim) the simulator, the rest split
@@ -334,18 +387,47 @@ class PairBank:
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``(lr, hr)`` float32 batches of ``step``: ``(N, 3, h, w)``, ``(N, 3, 4h, 4w)``."""
+        b = self.full_batch(step)
+        return b.lr, b.hr
+
+    def full_batch(self, step: int) -> Batch:
+        """The :class:`Batch` of ``step`` (same ``lr``, ``hr`` as :meth:`batch`)."""
         self.seek(step)
-        d = self.cfg.data
         rng = np.random.default_rng([self.cfg.train.seed, 2, step])
+        return self.sample(rng, self.cfg.train.batch_size)
+
+    def sample(self, rng: np.random.Generator, n: int) -> Batch:
+        """``n`` random crops of the current bank items, drawn with ``rng``.
+
+        Star maps follow their pair exactly: the crop and the dihedral transform of the
+        pair are replayed on them from a copy of the generator's state.
+        """
+        d = self.cfg.data
         crop = d.hr_crop // d.scale
-        lrs, hrs = [], []
-        for _ in range(self.cfg.train.batch_size):
+        lrs, hrs, stars, vecs, kinds = [], [], [], [], []
+        for _ in range(n):
             item = self.items[int(rng.integers(self.size))]
+            state = rng.bit_generator.state if item.stars is not None else None
             lr, hr = deg.random_crop(item.lr, item.hr, crop, d.scale, rng)
             lr, hr = deg.random_dihedral(lr, hr, rng)
             lrs.append(lr)
             hrs.append(hr)
-        return np.ascontiguousarray(np.stack(lrs)), np.ascontiguousarray(np.stack(hrs))
+            if state is not None:
+                replay = np.random.Generator(type(rng.bit_generator)())
+                replay.bit_generator.state = state
+                lr2, sm = deg.random_crop(item.lr, item.stars, crop, d.scale, replay)
+                _, sm = deg.random_dihedral(lr2, sm, replay)
+                stars.append(sm)
+            vec, kind = stretch_vector(item.stretch)
+            vecs.append(vec)
+            kinds.append(kind)
+        return Batch(
+            lr=np.ascontiguousarray(np.stack(lrs)),
+            hr=np.ascontiguousarray(np.stack(hrs)),
+            stars=np.ascontiguousarray(np.stack(stars)) if len(stars) == n else None,
+            stretch=np.stack(vecs),
+            stretch_kind=np.asarray(kinds, dtype=np.int64),
+        )
 
 
 def validation_set(

@@ -86,3 +86,103 @@ def check_onnx(
             raise RuntimeError(f"{path}: onnx output shape {y_ort.shape} != torch {y_t.shape}")
         worst = max(worst, float(np.abs(y_ort - y_t).max()))
     return worst
+
+
+# -- registry entry -----------------------------------------------------------------------
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        if isinstance(v, float) and not np.isfinite(v):
+            return '"nan"' if np.isnan(v) else ('"inf"' if v > 0 else '"-inf"')
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def toml_dumps(tables: dict[str, dict]) -> str:
+    """Write ``{"a.b": {key: value}}`` as TOML tables ``[a.b]`` (values: scalars, lists,
+    inline tables). Enough for registry entries and configs; not a general TOML writer."""
+    out = []
+    for name, body in tables.items():
+        out.append(f"[{name}]")
+        # None = "not set": left out, so the default applies when the file is read back.
+        out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None)
+        out.append("")
+    return "\n".join(out)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Lowercase hex sha256 of a file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def registry_entry(
+    name: str,
+    arch: str,
+    weights: Path,
+    onnx: Path,
+    *,
+    config_file: str,
+    steps: int,
+    kwargs: dict,
+    data_summary: dict,
+    validation: list[dict],
+    tile: int,
+) -> str:
+    """A ``[models.<name>]`` registry table (paths relative to the export folder) with its
+    ``[models.<name>.training]`` table: config file, steps, architecture, data, validation.
+
+    Append it to a registry file (``$ASTROSLEUTH_REGISTRY``) and copy the two model files
+    next to that registry to use the model by name.
+    """
+    n_params = kwargs.pop("_params", None)
+    arch_txt = ", ".join(
+        f"{k} {v}" for k, v in kwargs.items() if k not in ("num_in_ch", "num_out_ch")
+    )
+    entry = {
+        "arch": arch,
+        "scale": 4,
+        "file": weights.name,
+        "onnx": onnx.name,
+        "sha256": sha256_file(weights),
+        "onnx_sha256": sha256_file(onnx),
+        "license": "",
+        "description": f"Trained by astrosleuth-astro train ({arch}: {arch_txt}; "
+        f"{n_params} parameters; {steps} steps).",
+        "tile": tile,
+        "tile_pad": 16,
+    }
+    training = {
+        "config": config_file,
+        "steps": steps,
+        "arch_kwargs": kwargs,
+        "parameters": n_params,
+        **{k: v for k, v in data_summary.items()},
+    }
+    if validation:
+        training["validation"] = {
+            str(r["image"]): {
+                "psnr_db": round(float(r["psnr"]), 3),
+                "gain_over_bicubic_db": round(float(r["gain"]), 3),
+            }
+            for r in validation
+        }
+    return toml_dumps({f"models.{name}": entry, f"models.{name}.training": training})

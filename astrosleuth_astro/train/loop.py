@@ -4,7 +4,12 @@ AdamW on the generator, a warm-up + cosine learning-rate schedule computed from 
 (stateless, so resuming needs no scheduler state), an EMA copy of the weights (the one
 that is validated and exported), gradient-norm clipping, optional bf16 autocast on CPU.
 
-Every ``checkpoint_every`` steps the model, EMA, optimizer, step and loss history are
+The loss is the weighted sum of the ``[losses]`` terms (:mod:`.objective`: pixel,
+star-aware, perceptual, adversarial with its discriminator update after each generator
+step); with the default weights it is the pixel loss alone.
+
+Every ``checkpoint_every`` steps the model, EMA, optimizer, step, loss history and the
+objective's state (discriminator, its optimizer, the perceptual feature net) are
 written to ``out_dir/checkpoints/`` and ``out_dir/last.pt``. Because the batches are a
 pure function of the step (see :mod:`.data`), ``resume=True`` continues with exactly the
 losses an uninterrupted run would have had.
@@ -33,6 +38,7 @@ from ..archs.compact import CompactSR
 from .config import Config
 from .data import Pair, PairBank, load_sources, validation_set
 from .losses import build_loss, psnr
+from .objective import Objective, mean_terms
 
 Log = Callable[[str], None]
 
@@ -41,10 +47,50 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def build_model(cfg: Config) -> CompactSR:
-    """The generator of ``[model]``, initialised from ``[train] seed``."""
+def build_model(cfg: Config) -> torch.nn.Module:
+    """The generator of ``[model]``: initialised from ``[train] seed``, or loaded from
+    ``[model] init`` (fine-tuning).
+
+    Raises
+    ------
+    InputError
+        ``init`` cannot be read or its weights do not fit the ``[model]`` architecture.
+    """
     torch.manual_seed(cfg.train.seed)
-    return _generator(cfg)
+    model = _generator(cfg)
+    init = cfg.resolved_init()
+    if init:
+        model.load_state_dict(_init_state(init, model))
+    return model
+
+
+def _init_state(init: str, model: torch.nn.Module) -> dict:
+    """The state dict of ``init`` (a weights file or registry name), checked against
+    ``model``'s keys and shapes."""
+    from ..errors import AstroSleuthError, InputError
+    from ..models.loader import load, load_state_dict
+
+    try:
+        if init.lower().endswith(".onnx"):
+            raise InputError(
+                f"{init}: [model] init needs torch weights (.safetensors/.pth), not ONNX"
+            )
+        if Path(init).suffix.lower() in (".safetensors", ".pth", ".pt"):
+            sd = load_state_dict(init)
+        else:
+            sd = load(init).state_dict()
+    except InputError:
+        raise
+    except AstroSleuthError as exc:
+        raise InputError(f"[model] init: {exc}") from None
+    want = model.state_dict()
+    bad = sorted(set(want) ^ set(sd)) or [k for k in want if want[k].shape != sd[k].shape]
+    if bad:
+        raise InputError(
+            f"{init}: [model] init weights do not fit the [model] architecture "
+            f"(first mismatching key: {bad[0]})"
+        )
+    return {k: v.float() for k, v in sd.items()}
 
 
 def _generator(cfg: Config) -> torch.nn.Module:
@@ -97,12 +143,18 @@ def _psnr_np(a: np.ndarray, b: np.ndarray) -> float:
     return psnr(mse)
 
 
-def evaluate(model: torch.nn.Module, pairs: list[Pair], scale: int = 4) -> list[dict]:
-    """PSNR (stretched domain) of the model and of bicubic on each pair.
+def evaluate(
+    model: torch.nn.Module, pairs: list[Pair], scale: int = 4, star_metrics: bool = False
+) -> list[dict]:
+    """PSNR and SSIM (stretched domain) of the model and PSNR of bicubic on each pair; with
+    ``star_metrics``, the star-aware metrics of :mod:`astrosleuth_astro.metrics` (on the
+    linear data: the pair's stretch inverted) of the model output against its LR input.
 
     Mono pairs are scored on the mean of the three output channels, as the pipeline
     averages them.
     """
+    from skimage.metrics import structural_similarity
+
     rows = []
     for p in pairs:
         out = np.clip(run_model(model, p.lr), 0.0, 1.0)
@@ -111,8 +163,45 @@ def evaluate(model: torch.nn.Module, pairs: list[Pair], scale: int = 4) -> list[
         if p.mono:
             out, bic, tgt = out.mean(0, keepdims=True), bic[:1], tgt[:1]
         a, b = _psnr_np(out, tgt), _psnr_np(bic, tgt)
-        rows.append({"image": p.name, "psnr": a, "psnr_bicubic": b, "gain": a - b})
+        ssim = float(
+            np.mean(
+                [structural_similarity(o, t, data_range=1.0) for o, t in zip(out, tgt, strict=True)]
+            )
+        )
+        row = {"image": p.name, "psnr": a, "psnr_bicubic": b, "gain": a - b, "ssim": ssim}
+        if star_metrics:
+            row.update(_star_row(p, out, scale))
+        rows.append(row)
     return rows
+
+
+#: Star metrics logged at validation (keys of :func:`astrosleuth_astro.metrics.compute_metrics`).
+VAL_STAR_KEYS = (
+    "n_stars",
+    "flux_ratio_median",
+    "shadow_depth_sigma_p90",
+    "split_fraction",
+    "n_hallucinated",
+)
+
+
+def _star_row(p: Pair, out: np.ndarray, scale: int) -> dict:
+    """Star metrics of one validation output (NaN where undefined or not measurable)."""
+    from ..errors import AstroSleuthError
+    from ..metrics import compute_metrics
+
+    nan = {k: float("nan") for k in VAL_STAR_KEYS}
+    if p.stretch is None:
+        return nan
+    lr = p.lr[:1] if p.mono else p.lr
+    try:
+        lr_lin, sr_lin = p.stretch.inverse(lr), p.stretch.inverse(out)
+        m = compute_metrics(
+            lr_lin[0] if p.mono else lr_lin, sr_lin[0] if p.mono else sr_lin, scale=scale
+        )
+    except (AstroSleuthError, ValueError):  # too small or no stars: nothing to measure
+        return nan
+    return {k: float("nan") if m.get(k) is None else float(m[k]) for k in VAL_STAR_KEYS}
 
 
 def _summarise(rows: list[dict]) -> str:
@@ -148,6 +237,7 @@ def train(
     stop_after: int | None = None,
     export: bool = True,
     log: Log = _print,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> dict:
     """Train the generator described by ``cfg``.
 
@@ -162,6 +252,9 @@ def train(
     export : bool
         Export the EMA weights when the run reaches its end (or its time limit).
     log : callable
+        Receives each log line.
+    progress : callable, optional
+        Called after every step with ``(step, total_steps, loss)`` (a progress bar).
 
     Returns
     -------
@@ -183,6 +276,8 @@ def train(
         model.parameters(), lr=t_cfg.lr, betas=t_cfg.betas, weight_decay=t_cfg.weight_decay
     )
     loss_fn = build_loss(t_cfg.loss, huber_delta=t_cfg.huber_delta)
+    objective = Objective(cfg, loss_fn)
+    objective_state: dict | None = None
 
     step, history, elapsed_before = 0, [], 0.0
     last = out / "last.pt"
@@ -193,6 +288,7 @@ def train(
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["optimizer"])
+        objective_state = ck.get("objective")
         step, history, elapsed_before = ck["step"], list(ck["history"]), ck.get("elapsed", 0.0)
         log(f"resumed from {last} at step {step}")
     elif resume:
@@ -201,6 +297,7 @@ def train(
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=list))
     train_src, val_src = load_sources(cfg)
     bank = PairBank(cfg, train_src)
+    objective.setup(bank, objective_state, log)
     val_pairs = validation_set(cfg, train_src, val_src)
     n_params = sum(p.numel() for p in model.parameters())
     log(
@@ -219,6 +316,8 @@ def train(
             "history": history,
             "elapsed": elapsed_before + (time.time() - t0),
         }
+        if (obj_state := objective.state_dict()) is not None:
+            ck["objective"] = obj_state
         path = out / "checkpoints" / f"step_{step:07d}.pt"
         _save(ck, path)
         _save(ck, last)
@@ -226,10 +325,18 @@ def train(
         for p in old:
             p.unlink(missing_ok=True)
 
+    tb = _tensorboard(out, log)
+
     def validate() -> list[dict]:
-        rows = evaluate(ema, val_pairs, cfg.data.scale)
+        rows = evaluate(ema, val_pairs, cfg.data.scale, star_metrics=cfg.val.star_metrics)
         if rows:
             _append_csv(out / "val.csv", [{"step": step, **r} for r in rows])
+            if tb is not None:
+                for r in rows:
+                    for k, v in r.items():
+                        if k != "image" and np.isfinite(v):
+                            tb.add_scalar(f"val/{r['image']}/{k}", v, step)
+                tb.flush()
             log(
                 f"step {step} val: {_summarise(rows)}; "
                 + ", ".join(f"{r['image']} {r['gain']:+.2f}" for r in rows)
@@ -239,24 +346,28 @@ def train(
     amp = t_cfg.amp == "bf16"
     t0 = time.time()
     t_log, loss_acc, gn_acc, n_acc = time.time(), 0.0, 0.0, 0
+    term_acc: dict[str, list[float]] = {}
     end = t_cfg.steps if stop_after is None else min(t_cfg.steps, stop_after)
     rows: list[dict] = []
     timed_out = False
     model.train()
     while step < end:
-        lr_np, hr_np = bank.batch(step)
-        lr_t, hr_t = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+        batch = bank.full_batch(step)
+        lr_t, hr_t = torch.from_numpy(batch.lr), torch.from_numpy(batch.hr)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             pred = model(lr_t)
-        loss = loss_fn(pred, hr_t)
+        loss, terms = objective.generator_loss(pred, hr_t, batch, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(
             model.parameters(), t_cfg.grad_clip if t_cfg.grad_clip > 0 else float("inf")
         )
         opt.step()
+        terms.update(objective.discriminator_step(pred, hr_t, step))
+        for k, v in terms.items():
+            term_acc.setdefault(k, []).append(float(v))
         ema_update(ema, model, t_cfg.ema_decay, step)
         loss_v = float(loss.detach())
         history.append(loss_v)
@@ -265,6 +376,8 @@ def train(
         n_acc += 1
         step += 1
         model.train()
+        if progress is not None:
+            progress(step, t_cfg.steps, loss_v)
 
         if step % o_cfg.log_every == 0 or step == end:
             now = time.time()
@@ -276,8 +389,14 @@ def train(
                 "lr": lr_at(step - 1, cfg),
                 "steps_per_s": rate,
                 "elapsed_s": elapsed_before + now - t0,
+                **mean_terms(term_acc, objective.columns),
             }
+            term_acc = {}
             _append_csv(out / "train_log.csv", [row])
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        tb.add_scalar(f"train/{k}", v, step)
             log(
                 f"step {step}/{t_cfg.steps} loss {row['loss']:.5f} |g| {row['grad_norm']:.3f} lr {row['lr']:.2e} {rate:.2f} it/s"
             )
@@ -298,8 +417,12 @@ def train(
     if finished:
         rows = validate()
         if export:
-            exports = export_run(cfg, ema, step)
+            exports = export_run(
+                cfg, ema, step, summary=data_summary(cfg, train_src, val_src), validation=rows
+            )
             log(f"exported {exports}")
+    if tb is not None:
+        tb.close()
     return {
         "step": step,
         "history": history,
@@ -311,11 +434,62 @@ def train(
     }
 
 
+def _tensorboard(out: Path, log: Log):
+    """A TensorBoard writer in ``out/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; val.csv and train_log.csv always exist
+        return None
+    log(f"TensorBoard logs: {out / 'tensorboard'}")
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def data_summary(cfg: Config, train_src: list, val_src: list) -> dict:
+    """What a model was trained and validated on (for its registry entry)."""
+    d = cfg.data
+
+    def describe(src, role: str) -> dict:
+        _, h, w = src.data.shape
+        return {
+            "name": src.name,
+            "role": role,
+            "shape": [int(x) for x in src.data.shape],
+            "linear": bool(src.linear),
+            "train_columns": [0, int(src.train_cols)] if role == "train" else [0, 0],
+            "held_out_columns": [int(src.train_cols), int(w)] if role == "train" else [0, int(w)],
+        }
+
+    return {
+        "sim_weight": d.sim_weight,
+        "real_weight": d.real_weight if train_src else 0.0,
+        "holdout": d.holdout,
+        "stretch": d.stretch,
+        "hr_crop": d.hr_crop,
+        "batch_size": cfg.train.batch_size,
+        "real_sources": [describe(s, "train") for s in train_src]
+        + [describe(s, "validation only") for s in val_src],
+    }
+
+
 def export_run(
-    cfg: Config, ema: torch.nn.Module, step: int, out_dir: str | None = None
+    cfg: Config,
+    ema: torch.nn.Module,
+    step: int,
+    out_dir: str | None = None,
+    *,
+    summary: dict | None = None,
+    validation: list[dict] | None = None,
 ) -> dict[str, str]:
-    """Write the EMA weights as ``.safetensors`` and ``.onnx`` and check the ONNX file."""
-    from .export import check_onnx, export_onnx, export_safetensors
+    """Write the EMA weights as ``.safetensors`` and ``.onnx``, check the ONNX file, and
+    write ``<name>.train.toml`` (the resolved config) and ``<name>.registry.toml`` (a
+    registry entry with sha256, config, data summary and validation results)."""
+    from .export import (
+        check_onnx,
+        export_onnx,
+        export_safetensors,
+        registry_entry,
+        toml_dumps,
+    )
 
     out = Path(out_dir or Path(cfg.output.out_dir) / "export")
     name = cfg.output.export_name
@@ -332,7 +506,38 @@ def export_run(
     err = check_onnx(ema, ox)
     if err > 1e-4:
         raise RuntimeError(f"{ox}: onnxruntime and torch differ by {err:.2e} (> 1e-4)")
-    return {"safetensors": str(st), "onnx": str(ox), "onnx_max_abs_diff": f"{err:.2e}"}
+    cfg_file = out / f"{name}.train.toml"
+    conf = cfg.to_dict()
+    cfg_file.write_text(
+        f"# Resolved training config of {name} (written by astrosleuth-astro train).\n\n"
+        + toml_dumps(conf)
+    )
+    if summary is None:
+        summary = data_summary(cfg, *load_sources(cfg))
+    kwargs = dict(cfg.model.kwargs())
+    kwargs["_params"] = sum(p.numel() for p in ema.parameters())
+    reg = out / f"{name}.registry.toml"
+    reg.write_text(
+        registry_entry(
+            name,
+            cfg.model.arch,
+            st,
+            ox,
+            config_file=cfg_file.name,
+            steps=step,
+            kwargs=kwargs,
+            data_summary=summary,
+            validation=validation or [],
+            tile=256 if cfg.model.arch == "fast" else 192,
+        )
+    )
+    return {
+        "safetensors": str(st),
+        "onnx": str(ox),
+        "onnx_max_abs_diff": f"{err:.2e}",
+        "config": str(cfg_file),
+        "registry": str(reg),
+    }
 
 
 def load_checkpoint_ema(

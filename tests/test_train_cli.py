@@ -1,0 +1,165 @@
+"""``astrosleuth-astro train``: the smoke preset end to end through the real console script,
+its exports (safetensors, ONNX, resolved config, registry entry) and fine-tuning."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+CLI = [sys.executable, "-m", "astrosleuth_astro.cli"]
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    e = {**os.environ, **env}
+    e.pop("ASTROSLEUTH_DATA", None)
+    return subprocess.run(CLI + args, cwd=cwd, env=e, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """One smoke-preset run shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    res = _run(["train", "--preset", "smoke", "--out", str(out)], cwd=out.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    # stdout lists the four exported files, one per line.
+    printed = [Path(line) for line in res.stdout.split()]
+    assert [p.name for p in printed] == [
+        "smoke.safetensors",
+        "smoke.onnx",
+        "smoke.train.toml",
+        "smoke.registry.toml",
+    ]
+    assert all(p.is_file() for p in printed)
+    return out
+
+
+def test_smoke_loss_decreases_and_validates(smoke: Path) -> None:
+    with open(smoke / "train_log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [25, 50, 75, 100, 125, 150]
+    losses = [float(r["loss"]) for r in rows]
+    # The first logged window is the untrained network; the last two are after training.
+    assert np.mean(losses[-2:]) < 0.9 * losses[0], losses
+    with open(smoke / "val.csv") as fh:
+        val = list(csv.DictReader(fh))
+    assert {r["image"] for r in val} == {"sim0", "sim1-rgb"}
+    # Validation logs PSNR, SSIM and the star metrics columns.
+    for key in ("psnr", "psnr_bicubic", "gain", "ssim", "flux_ratio_median", "split_fraction"):
+        assert key in val[0]
+    assert all(0.0 < float(r["ssim"]) <= 1.0 for r in val)
+    # Even the tiny network beats bicubic on the held-out simulated fields.
+    assert min(float(r["gain"]) for r in val if int(r["step"]) == 150) > 0.0
+
+
+def test_smoke_finishes_with_no_checkpoint_in_export(smoke: Path) -> None:
+    assert (smoke / "last.pt").is_file()
+    assert sorted(p.suffix for p in (smoke / "export").iterdir()) == [
+        ".onnx",
+        ".safetensors",
+        ".toml",
+        ".toml",
+    ]
+
+
+def test_registry_entry_loads_and_both_backends_agree(smoke: Path, tmp_path: Path) -> None:
+    import astrosleuth_astro as asa
+    from astrosleuth_astro.models.download import sha256_file
+    from astrosleuth_astro.models.registry import get_entry
+    from astrosleuth_astro.train.config import load_config
+
+    reg = smoke / "export" / "smoke.registry.toml"
+    os.environ["ASTROSLEUTH_REGISTRY"] = str(reg)
+    try:
+        entry = get_entry("smoke")
+        assert entry.arch == "fast"
+        assert entry.sha256 == sha256_file(smoke / "export" / "smoke.safetensors")
+        assert entry.onnx_sha256 == sha256_file(smoke / "export" / "smoke.onnx")
+        tr = entry.training
+        assert tr["steps"] == 150 and tr["parameters"] == 5399
+        assert tr["config"] == "smoke.train.toml"
+        assert tr["real_sources"] == [] and tr["sim_weight"] == 1.0
+        assert set(tr["validation"]) == {"sim0", "sim1-rgb"}
+        # The resolved config reads back as the config the run used.
+        cfg = load_config(smoke / "export" / tr["config"])
+        assert (cfg.model.num_feat, cfg.model.num_conv, cfg.train.steps) == (12, 3, 150)
+
+        rng = np.random.default_rng(0)
+        img = (1000 + 30 * rng.standard_normal((40, 52))).astype(np.float32)
+        img[20, 20] += 5e4
+        out_t = asa.upscale(img, model="smoke", backend="torch")
+        out_o = asa.upscale(img, model="smoke", backend="onnx")
+        assert out_t.shape == (160, 208)
+        np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4 * float(img.max()))
+    finally:
+        del os.environ["ASTROSLEUTH_REGISTRY"]
+
+
+def test_export_only_rewrites_the_same_weights(smoke: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(smoke, run)
+    from safetensors import safe_open
+
+    def read(path: Path) -> tuple[dict, dict]:
+        with safe_open(str(path), "pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata()
+
+    weights = run / "export" / "smoke.safetensors"
+    before, meta = read(weights)
+    weights.unlink()
+    res = _run(
+        ["train", "--preset", "smoke", "--out", str(run), "--export-only", "-q"], cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    after, meta_after = read(weights)
+    assert meta_after == meta and meta["steps"] == "150"
+    assert set(after) == set(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train"], "CONFIG file or --preset"),
+        (["train", "nope.toml"], "nope.toml: config file not found"),
+        (["train", "--preset", "smoke", "--steps", "0"], "--steps"),
+        (["train", "--preset", "smoke", "--init", "default", "--steps", "1"], "do not fit"),
+        (["train", "--preset", "smoke", "--data", "no_such_dir"], "no_such_dir"),
+    ],
+)
+def test_bad_train_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = _run(args + ["--out", str(tmp_path / "o"), "-q"], cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "o" / "export").exists()
+
+
+def test_init_loads_the_default_weights_for_fine_tuning() -> None:
+    from astrosleuth_astro.models import load
+    from astrosleuth_astro.train.command import preset_path
+    from astrosleuth_astro.train.config import load_config
+    from astrosleuth_astro.train.loop import build_model
+
+    cfg = load_config(preset_path("default"))
+    cfg.model.init = "default"
+    model = build_model(cfg)
+    ref = load("default").state_dict()
+    got = model.state_dict()
+    assert set(got) == set(ref)
+    for k in ref:
+        assert torch.equal(got[k].float(), ref[k].float()), k
+    # Without init the same config starts from a random initialisation.
+    cfg.model.init = ""
+    fresh = build_model(cfg).state_dict()
+    assert any(not torch.equal(fresh[k].float(), ref[k].float()) for k in ref)
