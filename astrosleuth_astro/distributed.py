@@ -318,7 +318,7 @@ def _pipeline_defaults() -> tuple[int, int | None]:
     from .api import upscale_image
 
     params = inspect.signature(upscale_image).parameters
-    return int(params["batch_size"].default), params["pad"].default
+    return int(params["batch_size"].default or 4), params["pad"].default
 
 
 def process_banded(
@@ -370,7 +370,10 @@ def process_banded(
         plain_fits = format_from_name(job.output) == "fits" and not str(
             job.output
         ).lower().endswith((".gz", ".fz"))
-        tile = options.tile or getattr(net, "tile", 256)
+        from .api import _tiling
+
+        plan = _tiling(net, options.tile, None, None)  # what upscale_image would use
+        tile = plan["tile"]
         n_rows = -(-image.height // choose_tile(image.height, image.width, tile)[0])
         n = min(n_bands, n_rows // 2) if auto else n_bands
         bands = plan_bands(image.height, n)
@@ -380,7 +383,7 @@ def process_banded(
             (res,) = runner.map(process_job, [job], model, options)
             return res
         overwrite = options.overwrite or state != MISSING
-        tasks, scratch = _prepare(image, job, options, bands, tile)
+        tasks, scratch = _prepare(image, job, options, bands, tile, plan)
         try:
             header = _header_out(image.header, tasks[0].stretch, options.scale, net)
             del image
@@ -410,7 +413,7 @@ def _at(task: BandTask, target: str, offset: int) -> BandTask:
     return replace(task, target=target, offset=offset)
 
 
-def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
+def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict | None = None):
     """What the pipeline computes on the whole image, as scratch files and task fields.
 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
@@ -447,7 +450,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int):
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    batch_size, pad = _pipeline_defaults()
+    batch_size, pad = (plan["batch_size"], plan["pad"]) if plan else _pipeline_defaults()
     scale = options.scale
     tasks = [
         BandTask(

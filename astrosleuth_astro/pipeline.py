@@ -25,7 +25,9 @@ Steps 4-7 run band by band over output rows, so the output may be a memory-mappe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,35 @@ BAND_ROWS = 64
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 Net = Callable[[np.ndarray], np.ndarray]
+
+#: Stages reported in ``timings`` by :func:`upscale_array` (seconds, wall clock).
+TIMED_STAGES = ("stretch", "stars", "network", "tiling", "inverse", "write")
+
+
+@contextmanager
+def clock(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
+    """Add the wall-clock seconds spent in the ``with`` block to ``timings[stage]``.
+
+    Does nothing when ``timings`` is None.
+    """
+    if timings is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def _timed_net(net: Net, timings: dict[str, float]) -> Net:
+    """``net`` whose calls add their wall-clock seconds to ``timings["network"]``."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with clock(timings, "network"):
+            return net(batch)
+
+    return run
 
 
 @dataclass
@@ -248,6 +279,7 @@ def upscale_array(
     work: np.ndarray | None = None,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
+    timings: dict[str, float] | None = None,
 ) -> PipelineResult:
     """Upscale a linear (or display-referred) image with a 4x network.
 
@@ -282,6 +314,13 @@ def upscale_array(
         :mod:`astrosleuth_astro.protect`.
     protect_strength : float
         0 to 1: how strongly stars are pulled to the repaired target (1 = fully).
+    timings : dict, optional
+        When given, wall-clock seconds per stage are added to it (keys
+        :data:`TIMED_STAGES`: ``stretch`` = masking, fitting and applying the stretch;
+        ``stars`` = star detection and protection; ``network`` = the network calls;
+        ``tiling`` = the rest of the tiled engine (gathering tiles, blending);
+        ``inverse`` = inverse stretch, clipped residual, resampling; ``write`` = copying
+        finished rows into ``out``).
 
     Returns
     -------
@@ -291,7 +330,8 @@ def upscale_array(
         raise InputError(f"--scale: {scale} is not supported (choose from 1, 2, 3, 4)")
     if tile is not None and tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
-    prep = prepare(data, stretch)
+    with clock(timings, "stretch"):
+        prep = prepare(data, stretch)
     n_ch, h, w = prep.chw.shape
 
     protector = None
@@ -299,9 +339,14 @@ def upscale_array(
         from .protect import StarProtector
 
         # Detected once on the whole linear input, before tiling: tiles and bands agree.
-        protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
+        with clock(timings, "stars"):
+            protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
 
     net_c = _mono_net(net) if n_ch == 1 else net
+    if timings is not None:
+        net_c = _timed_net(net_c, timings)
+        t_tiled = time.perf_counter()
+        net_before = timings.get("network", 0.0)
     full_shape = (n_ch, NATIVE_SCALE * h, NATIVE_SCALE * w)
     if work is None:
         work = out if (out is not None and scale == NATIVE_SCALE) else None
@@ -317,6 +362,9 @@ def upscale_array(
         progress=progress,
         out=work,
     )
+    if timings is not None:
+        tiled = time.perf_counter() - t_tiled - (timings.get("network", 0.0) - net_before)
+        timings["tiling"] = timings.get("tiling", 0.0) + tiled
 
     out_shape = (n_ch, scale * h, scale * w)
     if out is None:
@@ -331,15 +379,21 @@ def upscale_array(
             blk = net_out[:, n * r0 : n * r1, n * c0 : n * c1]
             return to_linear(prep, blk, (r0, r1), (c0, c1), luminance_only)
 
-        protector.prepare(native_block)
+        with clock(timings, "stars"):
+            protector.prepare(native_block)
 
     for a in range(0, h, BAND_ROWS):
         b = min(h, a + BAND_ROWS)
-        band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
-        lin = to_linear(prep, band, (a, b), luminance_only=luminance_only)
+        with clock(timings, "inverse"):
+            band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
+            lin = to_linear(prep, band, (a, b), luminance_only=luminance_only)
         if protector is not None:
-            protector.apply(lin, a, b)
-        out[:, scale * a : scale * b, :] = finish_rows(prep, lin, (a, b), scale)
+            with clock(timings, "stars"):
+                protector.apply(lin, a, b)
+        with clock(timings, "inverse"):
+            rows = finish_rows(prep, lin, (a, b), scale)
+        with clock(timings, "write"):
+            out[:, scale * a : scale * b, :] = rows
 
     result = out[0] if prep.was_2d else out
     return PipelineResult(data=result, stretch=prep.stretch, scale=scale)

@@ -163,3 +163,39 @@ def test_init_loads_the_default_weights_for_fine_tuning() -> None:
     cfg.model.init = ""
     fresh = build_model(cfg).state_dict()
     assert any(not torch.equal(fresh[k].float(), ref[k].float()) for k in ref)
+
+
+@pytest.mark.parametrize(
+    ("arch", "model"),
+    [
+        ("fast", {"num_feat": 8, "num_conv": 2, "num_up_feat": 4}),
+        ("rrdb", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
+        ("next", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
+    ],
+)
+def test_each_architecture_trains_and_exports(tmp_path: Path, arch: str, model: dict) -> None:
+    """V1/V2 (rrdb), FAST and NEXT, width-reduced: train, export, reload by detection."""
+    import astrosleuth_astro as asa
+    from astrosleuth_astro.archs import detect_arch
+    from astrosleuth_astro.models import load_state_dict
+    from astrosleuth_astro.train.command import preset_path
+    from astrosleuth_astro.train.config import load_config
+    from astrosleuth_astro.train.loop import train
+
+    cfg = load_config(preset_path("smoke"))
+    cfg.model.arch = arch
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    cfg.train.steps, cfg.val.every, cfg.val.star_metrics = 3, 3, False
+    cfg.output.out_dir = str(tmp_path / "run")
+    res = train(cfg, log=lambda m: None)
+    assert res["finished"] and np.isfinite(res["history"]).all()
+    # export_run itself refuses an ONNX file that differs from torch by more than 1e-4.
+    assert float(res["exports"]["onnx_max_abs_diff"]) <= 1e-4
+    found, kwargs = detect_arch(load_state_dict(res["exports"]["safetensors"]))
+    assert found == arch
+    assert all(kwargs[k] == v for k, v in model.items() if k in kwargs)
+    img = np.random.default_rng(1).random((20, 24)).astype(np.float32) + 1.0
+    out_t = asa.upscale(img, model=res["exports"]["safetensors"], backend="torch")
+    out_o = asa.upscale(img, model=res["exports"]["onnx"], backend="onnx")
+    np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4)

@@ -17,6 +17,7 @@ from ..errors import InputError
 PRESETS = {
     "smoke": "smoke.toml",
     "default": "default.toml",
+    "default-finetune": "default_finetune.toml",
     "compare-fast": "compare_fast.toml",
     "compare-v1": "compare_rrdb.toml",
 }
@@ -47,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--export-only", action="store_true", help="export the EMA weights of OUT/last.pt"
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no log lines on stderr"
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -87,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
         _print_exports(export_run(cfg, ema, ck["step"]))
         return 0
 
+    # A progress bar on a terminal; plain log lines when stderr is a file (nohup, CI).
     bar = None
-    if not args.quiet:
+    if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.train.steps, desc="train", unit="step", file=sys.stderr)
@@ -96,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         if bar is not None:
             bar.write(msg, file=sys.stderr)
+        elif not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
 
     def progress(step: int, total: int, loss: float) -> None:
         bar.n = step

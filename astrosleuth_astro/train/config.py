@@ -35,7 +35,9 @@ OFF_RANGES = {"cold_pixels", "hot_pixels"}
 class ModelConfig:
     """The generator: a FAST-family :class:`~astrosleuth_astro.archs.compact.CompactSR`
     (``arch = "fast"``), or a V1-architecture :class:`~astrosleuth_astro.archs.rrdb.RRDBNet`
-    (``arch = "rrdb"``: ``num_feat``, ``num_block``, ``num_grow_ch``; for comparisons)."""
+    (``arch = "rrdb"``: ``num_feat``, ``num_block``, ``num_grow_ch``; V1 and V2 share it), or
+    a NEXT :class:`~astrosleuth_astro.archs.next.NextSR` (``arch = "next"``, same keys; the
+    conditioning embedding is trained with NEXT's neutral (unconditioned) input)."""
 
     arch: str = "fast"
     num_in_ch: int = 3
@@ -47,12 +49,12 @@ class ModelConfig:
     num_grow_ch: int = 32
     #: Fine-tuning: start from these weights (``.safetensors``/``.pth``/``.onnx`` path, or a
     #: registry name such as ``"default"``) instead of a random initialisation; "" = none.
-    #: Relative paths are resolved against the config file's folder.
+    #: Relative paths are relative to the working directory, like ``[output] out_dir``.
     init: str = ""
 
     def kwargs(self) -> dict[str, int]:
         """Constructor arguments of the architecture (``num_up_feat`` resolved)."""
-        if self.arch == "rrdb":
+        if self.arch in ("rrdb", "next"):
             return {
                 "num_in_ch": self.num_in_ch,
                 "num_out_ch": self.num_out_ch,
@@ -300,7 +302,7 @@ class Config:
         """Plain-data form (stored in checkpoints)."""
         d = dataclasses.asdict(self)
         d.pop("source", None)
-        if self.model.arch != "rrdb":  # FAST checkpoints predate the RRDB-only keys
+        if self.model.arch == "fast":  # FAST checkpoints predate the RRDB-only keys
             d["model"].pop("num_block", None)
             d["model"].pop("num_grow_ch", None)
         if not self.model.init:  # checkpoints from before fine-tuning existed
@@ -314,9 +316,7 @@ class Config:
             return ""
         p = Path(os.path.expanduser(init))
         if p.suffix.lower() in (".safetensors", ".pth", ".pt", ".onnx"):
-            if not p.is_absolute() and self.source:
-                p = Path(self.source).parent / p
-            return str(p)
+            return str(p.resolve())
         return init
 
 
@@ -380,7 +380,8 @@ def _validate(cfg: Config, where: str) -> None:
 
     m, d, t, v, o = cfg.model, cfg.data, cfg.train, cfg.val, cfg.output
     check(
-        m.arch in ("fast", "rrdb"), f"[model] arch {m.arch!r} is not supported ('fast' or 'rrdb')"
+        m.arch in ("fast", "rrdb", "next"),
+        f"[model] arch {m.arch!r} is not supported ('fast', 'rrdb' or 'next')",
     )
     check(m.num_block > 0 and m.num_grow_ch > 0, "[model] num_block and num_grow_ch must be > 0")
     check(m.num_feat > 0 and m.num_conv >= 0, "[model] num_feat must be > 0, num_conv >= 0")

@@ -77,9 +77,16 @@ def check_onnx(
     rng = np.random.default_rng(seed)
     worst = 0.0
     model = model.eval().float()
+    # NEXT exports take their options as extra inputs; zeros are the neutral options the
+    # torch module runs with by default (no conditioning, no colour matching).
+    extra = {
+        i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+        for i in sess.get_inputs()
+        if i.name != "input"
+    }
     for shape in shapes:
         x = rng.random(shape, dtype=np.float32)
-        (y_ort,) = sess.run(["output"], {"input": x})
+        (y_ort,) = sess.run(["output"], {"input": x, **extra})
         with torch.no_grad():
             y_t = model(torch.from_numpy(x)).numpy()
         if y_ort.shape != y_t.shape:

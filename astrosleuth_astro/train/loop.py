@@ -95,6 +95,10 @@ def _init_state(init: str, model: torch.nn.Module) -> dict:
 
 def _generator(cfg: Config) -> torch.nn.Module:
     """A fresh generator of ``[model] arch`` (``fast``: CompactSR, ``rrdb``: RRDBNet)."""
+    if cfg.model.arch == "next":
+        from ..archs.next import NextSR
+
+        return NextSR(**cfg.model.kwargs(), upscale=cfg.data.scale)
     if cfg.model.arch == "rrdb":
         from ..archs.rrdb import RRDBNet
 

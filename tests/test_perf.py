@@ -1,0 +1,271 @@
+"""Correctness of the fast paths (issue 6): precision, tiling plan, streaming, the bench.
+
+These tests check results, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astrosleuth_astro import api
+from astrosleuth_astro.cli import main
+from astrosleuth_astro.errors import InputError
+from astrosleuth_astro.io import read_image
+from tests.conftest import write_sim_fits
+
+torch = pytest.importorskip("torch")
+
+from astrosleuth_astro.engine import backends  # noqa: E402
+from astrosleuth_astro.engine.backends import (  # noqa: E402
+    TorchBackend,
+    cpu_supports_bf16,
+    make_backend,
+    plan_tiling,
+    resolve_precision,
+)
+from astrosleuth_astro.engine.tiles import upscale_tiled, upscale_whole  # noqa: E402
+
+needs_bf16 = pytest.mark.skipif(
+    not cpu_supports_bf16(), reason="this CPU has neither AVX512-BF16 nor AMX"
+)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(peak**2 / mse)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_precision_errors():
+    with pytest.raises(InputError, match="unknown"):
+        resolve_precision("fp8", "torch", "cpu", "fast")
+    with pytest.raises(InputError, match="only on CUDA"):
+        resolve_precision("fp16", "torch", "cpu", "fast")
+    with pytest.raises(InputError, match="onnxruntime"):
+        resolve_precision("bf16", "onnx", "cpu", "fast")
+    with pytest.raises(InputError, match="mps"):
+        resolve_precision("fp16", "torch", "mps", "fast")
+    assert resolve_precision("auto", "onnx", "cpu", "fast") == "fp32"
+    assert resolve_precision("auto", "torch", "cpu", "rrdb") == "fp32"  # not validated
+    assert resolve_precision("fp32", "torch", "cpu", "rrdb") == "fp32"
+    with pytest.raises(InputError, match="precision"):
+        make_backend("default", backend="onnx", precision="bf16")
+
+
+def test_precision_without_cpu_bf16(monkeypatch):
+    monkeypatch.setattr(backends, "_BF16_SUPPORT", False)
+    assert resolve_precision("auto", "torch", "cpu", "fast") == "fp32"
+    with pytest.raises(InputError, match="AVX512-BF16"):
+        resolve_precision("bf16", "torch", "cpu", "fast")
+
+
+def test_precision_auto_with_cpu_bf16(monkeypatch):
+    monkeypatch.setattr(backends, "_BF16_SUPPORT", True)
+    assert resolve_precision("auto", "torch", "cpu", "fast") == "bf16"
+    assert resolve_precision("auto", "torch", "cpu", "next") == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("argv_extra", "message"),
+    [(["--precision", "fp16"], "only on CUDA"), (["--precision", "half"], "--precision")],
+)
+def test_cli_precision_errors(tmp_path, capsys, argv_extra, message):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(16, 16))
+    code = main(["upscale", str(src), "-o", str(tmp_path / "o.fits"), "--quiet", *argv_extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_cli_onnx_bf16_is_refused(tmp_path, capsys):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(16, 16))
+    argv = ["upscale", str(src), "-o", str(tmp_path / "o.fits"), "--backend", "onnx"]
+    code = main([*argv, "--precision", "bf16", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "onnxruntime" in err[0], err
+
+
+def test_cli_precision_fp32_runs(tmp_path):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(20, 24))
+    dst = tmp_path / "o.fits"
+    assert main(["upscale", str(src), "-o", str(dst), "--precision", "fp32", "--quiet"]) == 0
+    assert fits.getdata(dst).shape == (80, 96)
+
+
+@needs_bf16
+def test_bf16_within_bound_of_fp32():
+    from astrosleuth_astro.pipeline import upscale_array
+    from astrosleuth_astro.sim import simulate
+
+    # PSNR against the truth moves by tenths of a dB for any tiny change when it is very
+    # high (> 50 dB, fields that are nearly all flat sky), so a field of typical PSNR
+    # (~43 dB here) is used, and the direct bf16-vs-fp32 distance is checked as well.
+    sim = simulate((96, 96), scale=4, channels=1, wcs=False, seed=1)
+    truth = sim.hr[0]
+    peak = float(np.ptp(truth))
+    outs = {}
+    for prec in ("fp32", "bf16"):
+        net = make_backend("default", backend="torch", precision=prec)
+        assert net.precision == prec
+        outs[prec] = upscale_array(sim.lr, net).data[0]
+    delta = _psnr(outs["bf16"], truth, peak) - _psnr(outs["fp32"], truth, peak)
+    assert abs(delta) <= 0.05, delta
+    assert _psnr(outs["bf16"], outs["fp32"], peak) >= 70.0
+    assert not np.array_equal(outs["bf16"], outs["fp32"])  # bf16 really ran
+
+
+@needs_bf16
+def test_auto_is_bf16_for_the_default_model_on_this_cpu():
+    assert make_backend("default", backend="torch").precision == "bf16"
+    assert make_backend("default", backend="onnx").precision == "fp32"
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def test_plan_pad_from_receptive_field():
+    net = make_backend("default", backend="torch", precision="fp32")
+    # 1 + 12 body + 2 up convs: 15 px; pad covers it plus the feather band.
+    assert net.receptive_field == 15
+    plan = net.tiling
+    assert plan.pad == 17 and plan.pad - plan.pad // 8 >= net.receptive_field
+    assert make_backend("default", backend="onnx").receptive_field == 15
+    # Deep nets are capped at the measured DEFAULT_PAD; unknown receptive fields get it.
+    assert plan_tiling("fast", 35, "cpu").pad == 32
+    assert plan_tiling("rrdb", None, "cpu", 192) == backends.Tiling(192, 32, 4)
+
+
+def test_planned_pad_tiles_equal_whole_image():
+    net = make_backend("default", backend="torch", precision="fp32")
+    rng = np.random.default_rng(2)
+    img = np.clip(0.2 + 0.05 * rng.standard_normal((3, 70, 90)), 0, 1).astype(np.float32)
+    img[:, 30:33, 40:43] = 0.9  # a star on a tile boundary
+    pad = net.tiling.pad
+    whole = upscale_whole(img, net, pad=pad)
+    tiled = upscale_tiled(img, net, tile=32, pad=pad, batch_size=1)
+    assert np.abs(tiled - whole).max() <= 1e-3
+
+
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
+def test_batched_tiles_equal_single_tiles(precision):
+    net = make_backend("default", backend="torch", precision=precision)
+    img = np.random.default_rng(4).random((3, 50, 61), dtype=np.float32)
+    one = upscale_tiled(img, net, tile=24, pad=17, batch_size=1)
+    many = upscale_tiled(img, net, tile=24, pad=17, batch_size=5)
+    tol = 1e-5 if precision == "fp32" else 2e-2  # bf16 kernels may differ per batch shape
+    np.testing.assert_allclose(many, one, atol=tol, rtol=0)
+
+
+def test_channels_last_backend_equals_plain_module():
+    net = make_backend("default", backend="torch", precision="fp32")
+    x = np.random.default_rng(5).random((2, 3, 20, 18), dtype=np.float32)
+    module = net.model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        ref = module(torch.from_numpy(x)).numpy()
+    net.model = module.to(memory_format=torch.channels_last)
+    np.testing.assert_allclose(net(x), ref, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_streamed_output_equals_in_memory(tmp_path, scale):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(70, 64))
+    net = api.get_backend("default", precision="fp32")
+    image = read_image(src)
+    a, b = tmp_path / "mem.fits", tmp_path / "map.fits"
+    api.upscale_image(image, a, net, scale=scale, memmap_threshold=1 << 40, tile=32)
+    api.upscale_image(image, b, net, scale=scale, memmap_threshold=0, tile=32)
+    np.testing.assert_array_equal(fits.getdata(a), fits.getdata(b))
+    assert fits.getheader(a) == fits.getheader(b)
+
+
+def test_timings_cover_the_stages(tmp_path):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(40, 40))
+    timings: dict[str, float] = {}
+    net = api.get_backend("default", precision="fp32")
+    api.upscale_image(
+        read_image(src), tmp_path / "o.fits", net, protect_stars=True, timings=timings
+    )
+    for stage in ("stretch", "stars", "network", "tiling", "inverse", "write"):
+        assert stage in timings and timings[stage] >= 0, (stage, timings)
+    assert timings["network"] > 0
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def _walk_numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk_numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+def test_quick_bench_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--quick", "-o", str(out), "--models", "default"]
+    assert main(argv) == 0
+    assert "| model | backend | precision |" in capsys.readouterr().out
+    result = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text().startswith("Machine:")
+    configs = result["configs"]
+    seen = {(c["backend"], c["precision"]) for c in configs}
+    assert ("torch", "fp32") in seen and ("onnx", "fp32") in seen
+    assert (("torch", "bf16") in seen) == cpu_supports_bf16()
+    for c in configs:
+        for key in (
+            "pipeline_mp_per_min",
+            "bare_mp_per_min",
+            "naive_mp_per_min",
+            "efficiency",
+            "speedup_vs_naive",
+            "input_mp",
+        ):
+            assert math.isfinite(c[key]) and c[key] > 0, (key, c)
+        assert set(c["split_s"]) >= {"read", "stretch", "network", "inverse", "write"}
+        assert 0 < c["io_stretch_stars_fraction"] < 1
+    assert "stars" in result["protect_stars_run"]["split_s"]
+    assert "onnx_over_torch_fp32" in result["ratios"]["default"]
+    rows = result["rss"]["rows"]
+    assert len(rows) == 2 and rows[0]["peak_rss_anon_mb"] > 0 and rows[0]["ru_maxrss_mb"] > 0
+    if cpu_supports_bf16():
+        p = result["bf16_psnr"]["default"]
+        assert math.isfinite(p["delta_db"]) and p["psnr_fp32_db"] > 0
+    assert all(math.isfinite(x) for x in _walk_numbers(result["configs"]))
+    assert {p.name for p in out.iterdir()} == {"bench.json", "bench.md"}  # no scratch left
+
+
+def test_bench_bad_arguments(tmp_path, capsys):
+    assert main(["bench", "--quick", "-o", str(tmp_path), "--models", "default@x"]) == 2
+    assert main(["bench", "-o", str(tmp_path), "--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_core_does_not_import_bench():
+    import pathlib
+
+    root = pathlib.Path(api.__file__).parent
+    paths = [*(root / "io").glob("*.py"), *(root / "engine").glob("*.py")]
+    for path in [*paths, *(root / n for n in ("api.py", "pipeline.py", "stretch.py"))]:
+        text = path.read_text()
+        assert "import bench" not in text and ".bench import" not in text, path
+
+
+def test_bf16_tiled_backend_is_deterministic_in_shape():
+    # TorchBackend keeps float32 output whatever the precision.
+    net = TorchBackend(make_backend("default", backend="torch", precision="fp32").model)
+    y = net(np.zeros((1, 3, 8, 8), np.float32))
+    assert y.dtype == np.float32 and y.shape == (1, 3, 32, 32)
