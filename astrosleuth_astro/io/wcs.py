@@ -355,6 +355,7 @@ def add_provenance(
     scale: float,
     stretch: str,
     version: str,
+    precision: str | None = None,
 ) -> fits.Header:
     """Record how the image was made: keywords ``ASTSL*`` and one HISTORY card.
 
@@ -374,6 +375,9 @@ def add_provenance(
         Stretch kind used, e.g. ``"mtf"`` (``ASTSLSTR``).
     version : str
         Package version (``ASTSLVER``).
+    precision : str, optional
+        Network arithmetic actually used, ``"fp32"``, ``"bf16"`` or ``"fp16"``
+        (``ASTSLPRC``): reduced precision changes the output slightly, so it is recorded.
 
     Returns
     -------
@@ -388,6 +392,8 @@ def add_provenance(
         ("ASTSLSTR", _fits_text(stretch), "astrosleuth-astro stretch"),
         ("ASTSLVER", _fits_text(version), "astrosleuth-astro version"),
     ]
+    if precision:
+        cards.append(("ASTSLPRC", _fits_text(precision), "astrosleuth-astro network precision"))
     for key, value, comment in cards:
         if comment is None:
             if key in header:

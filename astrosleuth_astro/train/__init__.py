@@ -1,9 +1,14 @@
 """The bundled trainer (config-driven; BasicSR-style separation of concerns).
 
-``python -m astrosleuth_astro.train CONFIG.toml [--resume]``
+``astrosleuth-astro train CONFIG.toml|--preset NAME [--resume] [--steps N] [--out DIR]``
+(or ``python -m astrosleuth_astro.train ...``).
 
-Modules: :mod:`.config` (TOML -> dataclasses), :mod:`.data` (sources, the pair bank,
-the validation set), :mod:`.degradations`, :mod:`.losses`, :mod:`.loop`, :mod:`.export`.
+Modules, in data-flow order: :mod:`.config` (TOML -> dataclasses), :mod:`.data` (sources,
+the pair bank, the validation set) and :mod:`.degradations` (HR -> LR observations);
+:mod:`.starmask` (star maps of the targets); the losses :mod:`.losses` (pixel),
+:mod:`.starloss`, :mod:`.perceptual`, :mod:`.discriminator`, combined by
+:mod:`.objective`; :mod:`.loop` (optimisation, EMA, validation, checkpoints);
+:mod:`.export` (safetensors, ONNX, registry entry); :mod:`.command` (the CLI).
 The inference core never imports this package; it imports the core.
 """
 

@@ -17,7 +17,6 @@ from ..errors import InputError
 PRESETS = {
     "smoke": "smoke.toml",
     "default": "default.toml",
-    "default-finetune": "default_finetune.toml",
     "compare-fast": "compare_fast.toml",
     "compare-v1": "compare_rrdb.toml",
 }
@@ -79,7 +78,8 @@ def _config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Train (or export) as ``args`` says; print the exported files."""
     cfg = _config(args)
-    from .loop import export_run, load_checkpoint_ema, train
+    from .data import load_sources, validation_set
+    from .loop import data_summary, evaluate, export_run, load_checkpoint_ema, train
 
     out = Path(cfg.output.out_dir)
     if args.export_only:
@@ -87,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
         if not last.is_file():
             raise InputError(f"{last}: no checkpoint to export")
         ema, ck = load_checkpoint_ema(last, cfg)
-        _print_exports(export_run(cfg, ema, ck["step"]))
+        # The registry entry records the validation of the exported weights.
+        train_src, val_src = load_sources(cfg)
+        rows = evaluate(ema, validation_set(cfg, train_src, val_src), cfg.data.scale)
+        summary = data_summary(cfg, train_src, val_src)
+        _print_exports(export_run(cfg, ema, ck["step"], summary=summary, validation=rows))
         return 0
 
     # A progress bar on a terminal; plain log lines when stderr is a file (nohup, CI).

@@ -304,6 +304,8 @@ def train(
     objective.setup(bank, objective_state, log)
     val_pairs = validation_set(cfg, train_src, val_src)
     n_params = sum(p.numel() for p in model.parameters())
+    if cfg.model.init and step == 0:
+        log(f"initialised from {cfg.resolved_init()}")
     log(
         f"model {cfg.model.arch} {cfg.model.kwargs()} ({n_params} params); "
         f"real sources: {[s.name for s in train_src] or 'none (simulator only)'}; "
