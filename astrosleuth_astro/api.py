@@ -94,6 +94,7 @@ def _header_out(header: fits.Header | None, stretch: Stretch, scale: int, net) -
         scale=scale,
         stretch=stretch.kind,
         version=__version__,
+        precision=getattr(net, "precision", None),
     )
 
 

@@ -7,6 +7,7 @@ output); 1 internal error; 130/143 interrupted (SIGINT/SIGTERM).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -653,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"{PROG}: error: out of memory", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error; silence the final flush.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise

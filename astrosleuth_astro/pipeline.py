@@ -21,6 +21,10 @@
 7. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
 
 Steps 4-7 run band by band over output rows, so the output may be a memory-mapped array.
+Without star protection, steps 1-2 are not applied to the whole image either: the
+stretched input, the clipped residual and the non-finite mask are computed one band of
+rows at a time as the tiles and bands read them (:class:`RowSource`), so memory does not
+grow with the image height.
 """
 
 from __future__ import annotations
@@ -179,9 +183,174 @@ class Prepared:
     was_2d: bool
 
 
-def prepare(data: np.ndarray, stretch: str | Stretch = "auto") -> Prepared:
-    """Steps 1-2 on the whole input: mask non-finite pixels, fit and apply the stretch."""
+class RowSource:
+    """A read-only ``(C, H, W)`` array whose rows are computed when they are indexed.
+
+    The tiled engine (:func:`~astrosleuth_astro.engine.tiles.upscale_tiled`) and the
+    band-by-band post-processing only ever read bands of rows, so a whole-image
+    intermediate (the stretched input, the clipped residual, the non-finite mask) need not
+    exist: indexing ``src[c, rows, cols]`` calls ``compute(rows)`` for just those rows.
+    ``np.asarray(src)`` computes every row (for callers that need the whole array).
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        ``(C, H, W)``.
+    dtype : dtype
+        The dtype ``compute`` returns.
+    compute : callable
+        ``compute(rows) -> ndarray`` of shape ``(C, n, W)`` for ``rows`` a slice or an
+        integer index array along the row axis.
+    """
+
+    #: Marks an array-like that :mod:`~astrosleuth_astro.engine.tiles` reads by row bands.
+    row_source = True
+    ndim = 3
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        dtype: np.dtype | type,
+        compute: Callable[[slice | np.ndarray], np.ndarray],
+    ) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._compute = compute
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(n for n, k in enumerate(key) if k is Ellipsis)
+            fill = (slice(None),) * (self.ndim - len(key) + 1)
+            key = key[:i] + fill + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim:
+            raise IndexError(f"too many indices for a {self.ndim}-D row source: {key!r}")
+        chans, rows, cols = key
+        if isinstance(rows, int | np.integer):
+            block = self._compute(slice(int(rows), int(rows) + 1 or None))[:, 0]
+            return block[chans, cols]
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+        return self._compute(rows)[chans, :, cols]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        full = self._compute(slice(None))
+        return full if dtype is None else full.astype(dtype, copy=False)
+
+
+#: Pixels per block when :func:`prepare` scans the whole input (lazy mode).
+SCAN_BLOCK_PIXELS = 1 << 18
+
+
+def _row_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Slices of rows covering ``(C, H, W)`` in blocks of about ``SCAN_BLOCK_PIXELS``."""
+    n_ch, h, w = shape
+    rows = max(1, SCAN_BLOCK_PIXELS // max(1, n_ch * w))
+    for r0 in range(0, h, rows):
+        yield slice(r0, min(h, r0 + rows))
+
+
+def _channel_fill_lazy(chw: np.ndarray) -> np.ndarray:
+    """:func:`_channel_fill` of the float32 image without whole-image masks (same values)."""
+    fill = np.zeros(chw.shape[0], dtype=np.float32)
+    for c in range(chw.shape[0]):
+        step = max(1, int(np.sqrt(chw[c].size / 1_000_000)))
+        raw = np.asarray(chw[c, ::step, ::step])
+        sample = raw.astype(np.float32)[np.isfinite(raw)]
+        if sample.size == 0:  # the subsample missed the few finite pixels
+            parts = []
+            for rows in _row_blocks((1, *chw.shape[1:])):
+                block = np.asarray(chw[c, rows])
+                parts.append(block.astype(np.float32)[np.isfinite(block)])
+            sample = np.concatenate(parts)
+        fill[c] = np.median(sample) if sample.size else 0.0
+    return fill
+
+
+def _prepare_lazy(chw: np.ndarray, was_2d: bool, stretch: str | Stretch) -> Prepared:
+    """:func:`prepare` with ``work``, ``bad``, ``stretched`` and ``residual`` as
+    :class:`RowSource` s: whole-image values are found by scanning blocks of rows."""
+    n_ch, h, w = chw.shape
+    any_bad = any(
+        not np.isfinite(np.asarray(chw[:, rows])).all() for rows in _row_blocks(chw.shape)
+    )
+    fill = _channel_fill_lazy(chw) if any_bad else None
+    copy = any_bad or chw.dtype != np.float32
+
+    def work_rows(rows: slice | np.ndarray) -> np.ndarray:
+        raw = np.asarray(chw[:, rows, :])
+        out = raw.astype(np.float32, copy=copy)
+        if fill is not None:
+            np.copyto(out, np.broadcast_to(fill[:, None, None], out.shape), where=~np.isfinite(raw))
+        return out
+
+    work = RowSource(chw.shape, np.float32, work_rows)
+    if isinstance(stretch, Stretch):
+        st = stretch
+    else:  # fitted on the filled image (no copy when nothing is filled or converted)
+        st = fit_stretch(work if copy else chw, stretch)
+    if st.channels != n_ch:
+        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
+    lo = np.full(n_ch, np.inf)
+    hi = np.full(n_ch, -np.inf)
+    for rows in _row_blocks(chw.shape):
+        block = work_rows(rows)
+        for c in range(n_ch):
+            lo[c] = min(lo[c], np.min(block[c]))
+            hi[c] = max(hi[c], np.max(block[c]))
+    lo, hi = lo.astype(np.float32), hi.astype(np.float32)
+    # A residual is non-zero only where a pixel lies outside [black, white]: confirm there.
+    clipped = bool(np.any(lo < st.black) or np.any(hi > st.white))
+    if clipped:
+        clipped = any(np.any(st.clip_residual(work_rows(rows))) for rows in _row_blocks(chw.shape))
+
+    def bad_rows(rows: slice | np.ndarray) -> np.ndarray:
+        return ~np.isfinite(np.asarray(chw[:, rows, :]))
+
+    def stretched_rows(rows: slice | np.ndarray) -> np.ndarray:
+        return st.forward(work_rows(rows))
+
+    def residual_rows(rows: slice | np.ndarray) -> np.ndarray:
+        return st.clip_residual(work_rows(rows))
+
+    return Prepared(
+        chw=chw,
+        work=work,
+        bad=RowSource(chw.shape, bool, bad_rows) if any_bad else None,
+        stretch=st,
+        stretched=RowSource(chw.shape, np.float32, stretched_rows),
+        residual=RowSource(chw.shape, np.float32, residual_rows) if clipped else None,
+        lo=lo,
+        constant=lo == hi,
+        was_2d=was_2d,
+    )
+
+
+def prepare(data: np.ndarray, stretch: str | Stretch = "auto", lazy: bool = False) -> Prepared:
+    """Steps 1-2 on the whole input: mask non-finite pixels, fit and apply the stretch.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W) or (C, H, W)
+        The input (may be a ``np.memmap``).
+    stretch : str or Stretch
+        A stretch kind to fit, or a fitted :class:`Stretch`.
+    lazy : bool
+        Do not build whole-image arrays: ``work``, ``bad``, ``stretched`` and
+        ``residual`` are :class:`RowSource` s computed band by band when read (the
+        values are identical). The memory then stays that of the input.
+
+    Returns
+    -------
+    Prepared
+    """
     chw, was_2d = as_chw(data)
+    if lazy:
+        return _prepare_lazy(chw, was_2d, stretch)
     n_ch, h, w = chw.shape
     bad = ~np.isfinite(chw)
     any_bad = bool(bad.any())
@@ -331,7 +500,9 @@ def upscale_array(
     if tile is not None and tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
     with clock(timings, "stretch"):
-        prep = prepare(data, stretch)
+        # Star protection needs the whole linear input; otherwise nothing whole-image is
+        # built: the stretch (and residual, mask) is applied band by band as rows are read.
+        prep = prepare(data, stretch, lazy=not protect_stars)
     n_ch, h, w = prep.chw.shape
 
     protector = None
@@ -348,6 +519,10 @@ def upscale_array(
         t_tiled = time.perf_counter()
         net_before = timings.get("network", 0.0)
     full_shape = (n_ch, NATIVE_SCALE * h, NATIVE_SCALE * w)
+    out_shape = (n_ch, scale * h, scale * w)
+    if out is None and work is None and scale == NATIVE_SCALE:
+        # The network writes into the output, whose bands are then finished in place.
+        out = np.empty(out_shape, dtype=np.float32)
     if work is None:
         work = out if (out is not None and scale == NATIVE_SCALE) else None
     if work is not None and tuple(work.shape) != full_shape:
@@ -366,7 +541,6 @@ def upscale_array(
         tiled = time.perf_counter() - t_tiled - (timings.get("network", 0.0) - net_before)
         timings["tiling"] = timings.get("tiling", 0.0) + tiled
 
-    out_shape = (n_ch, scale * h, scale * w)
     if out is None:
         out = np.empty(out_shape, dtype=np.float32)
     elif tuple(out.shape) != out_shape:

@@ -49,6 +49,8 @@ ASINH_SOFTENING_SIGMA = 3.0
 STRETCHED_BACKGROUND = 0.08
 #: Most pixels used for statistics: a deterministic subsample keeps huge images fast.
 MAX_STAT_PIXELS = 2_000_000
+#: Pixels per block when the channel range is computed block by block.
+RANGE_BLOCK_PIXELS = 1 << 20
 
 
 def _as_chw(data: np.ndarray) -> np.ndarray:
@@ -207,12 +209,23 @@ class Stretch:
 
 
 def _range(chw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel minimum and maximum of the finite pixels (NaN for none).
+
+    Computed over blocks of about :data:`RANGE_BLOCK_PIXELS` pixels, so the memory needed
+    does not grow with the image (min and max are exact in any order).
+    """
     lo = np.full(chw.shape[0], np.nan)
     hi = np.full(chw.shape[0], np.nan)
+    h, w = chw.shape[-2:]
+    rows = max(1, RANGE_BLOCK_PIXELS // max(1, w))
     for c in range(chw.shape[0]):
-        finite = chw[c][np.isfinite(chw[c])]
-        if finite.size:
-            lo[c], hi[c] = float(finite.min()), float(finite.max())
+        for r0 in range(0, h, rows):
+            block = np.asarray(chw[c, r0 : r0 + rows])
+            finite = block[np.isfinite(block)]
+            if finite.size:
+                b_lo, b_hi = float(finite.min()), float(finite.max())
+                lo[c] = b_lo if np.isnan(lo[c]) else min(lo[c], b_lo)
+                hi[c] = b_hi if np.isnan(hi[c]) else max(hi[c], b_hi)
     return lo, hi
 
 

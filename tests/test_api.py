@@ -72,9 +72,18 @@ def test_upscale_file_keeps_header_and_provenance(tiny_fast_model, sim_fits, tmp
     assert hout["ASTSLSHA"] == sha256(tiny_fast_model)
     assert hout["ASTSLSTR"] == report.stretch == "mtf"
     assert hout["ASTSLVER"] == asa.__version__
+    # The precision actually used (auto resolves to fp32 or bf16 on a CPU).
+    assert hout["ASTSLPRC"] == asa.get_backend(tiny_fast_model).precision
+    assert hout["ASTSLPRC"] in ("fp32", "bf16")
     assert any("astrosleuth" in str(h).lower() for h in hout["HISTORY"])
     assert _pixels_agree(WCS(hin), WCS(hout), 4, (hin["NAXIS2"], hin["NAXIS1"])) < 1e-4
     assert report.shape_out == [4 * hin["NAXIS2"], 4 * hin["NAXIS1"]]
+
+
+def test_fp32_precision_is_recorded(tiny_fast_model, sim_fits, tmp_path):
+    dst = tmp_path / "out.fits"
+    asa.upscale_file(sim_fits, dst, model=tiny_fast_model, precision="fp32")
+    assert fits.getheader(dst)["ASTSLPRC"] == "fp32"
 
 
 def test_uint16_bzero_input(tiny_fast_model, tmp_path):

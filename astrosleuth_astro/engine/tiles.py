@@ -271,7 +271,9 @@ def _ramp(n: int) -> np.ndarray:
 def _check_args(
     image: np.ndarray, scale: int, pad: int | None, feather: int | None, batch_size: int
 ) -> tuple[np.ndarray, int, int]:
-    image = np.asarray(image)
+    if not getattr(image, "row_source", False):
+        # A row source (pipeline.RowSource) computes the rows it is asked for: keep it.
+        image = np.asarray(image)
     if image.ndim != 3:
         raise InputError(f"image: expected a (C, H, W) array, got shape {image.shape}")
     if image.shape[1] < 1 or image.shape[2] < 1:
