@@ -7,6 +7,7 @@ import importlib
 import pickle
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,6 +246,8 @@ def test_shipped_registry():
     names = [e.name for e in list_models()]
     assert names == [
         "default",
+        "compare_fast",
+        "compare_v1",
         "AstroSleuthV1",
         "AstroSleuthV2",
         "AstroSleuthNEXT",
@@ -253,6 +256,8 @@ def test_shipped_registry():
     arches = {e.name: e.arch for e in list_models()}
     assert arches == {
         "default": "fast",
+        "compare_fast": "fast",
+        "compare_v1": "rrdb",
         "AstroSleuthV1": "rrdb",
         "AstroSleuthV2": "rrdb",
         "AstroSleuthNEXT": "next",
@@ -276,6 +281,29 @@ def test_shipped_registry():
     )
     assert nxt.cond_vectors_sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", nxt.cond_vectors_sha256)
     assert [e.name for e in list_models() if e.cond_vectors_url] == ["AstroSleuthNEXT"]
+
+
+@pytest.mark.parametrize("name", ["default", "compare_fast", "compare_v1"])
+def test_trained_models_carry_their_training_record(name):
+    """Models made by the bundled trainer: files match their sha256, the recorded config
+    exists and describes the architecture that the weights have."""
+    from astrosleuth_astro.archs import detect_arch
+    from astrosleuth_astro.models import load_state_dict, sha256_file
+    from astrosleuth_astro.train.config import load_config
+
+    entry = get_entry(name)
+    assert sha256_file(entry.path) == entry.sha256
+    assert sha256_file(entry.onnx_path) == entry.onnx_sha256
+    tr = entry.training
+    cfg = load_config(Path(__file__).resolve().parents[1] / tr["config"])
+    assert cfg.model.arch == entry.arch
+    assert tr["steps"] == cfg.train.steps
+    assert tr["arch_kwargs"] == cfg.model.kwargs()
+    assert [s["name"] for s in tr["real_sources"]][-1] == "M6707HH.fits"
+    assert tr["real_sources"][-1]["role"] == "validation only"
+    arch, kwargs = detect_arch(load_state_dict(entry.path))
+    assert arch == entry.arch
+    assert all(kwargs[k] == v for k, v in tr["arch_kwargs"].items() if k in kwargs)
 
 
 def test_registry_is_read_with_the_standard_toml_parser():

@@ -382,13 +382,17 @@ class TorchBackend(Backend):
 
 
 def _fast_mixed_forward(model: nn.Module, x: Any, device_type: str, dtype: Any) -> Any:
-    """FAST forward with only the body convs (after the first) in ``dtype``.
+    """FAST forward with the first conv and the bilinear base copy in fp32, the rest in
+    ``dtype``.
 
     The first conv sees the input in fp32 (bf16 would round the input itself to 8
-    significant bits) and the upsampling tail runs in fp32; the body, which holds ~85 % of
-    the FLOPs of the shipped default, runs under autocast. Measured on simulated fields with
-    the default model: the output is 5 to 8 dB closer (PSNR) to the fp32 output than with
-    the whole network under autocast. Same maths as ``CompactSR.forward``.
+    significant bits), and the bilinear x4 copy of the input that the network adds its
+    output to stays fp32, so bf16 rounding only touches the predicted detail. Measured on
+    4 simulated 192x192 fields with the default model (2 cores, 288-px tiles): 1.82x faster
+    than fp32, output 69.5 dB or more (PSNR) from the fp32 output, PSNR against the truth
+    within 0.002 dB of fp32. Keeping the upsampling tail in fp32 too was 5 dB closer but
+    only 1.28x faster; the whole network under autocast was 1.88x and 67.5 dB. Same maths
+    as ``CompactSR.forward``.
     """
     import torch
     from torch.nn import functional as F
@@ -397,13 +401,12 @@ def _fast_mixed_forward(model: nn.Module, x: Any, device_type: str, dtype: Any) 
     with torch.autocast(device_type, dtype=dtype):
         for layer in model.body[2:]:
             out = layer(out)
-    out = out.float()
-    up = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
-    out = model.lrelu(model.conv_up1(up))
-    up = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
-    out = model.conv_up2(up)
+        up = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+        out = model.lrelu(model.conv_up1(up))
+        up = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+        out = model.conv_up2(up)
     scale = getattr(model, "upscale", 4)
-    return out + F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    return out.float() + F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
 
 
 def _module_receptive_field(model: nn.Module, arch: str) -> int | None:
