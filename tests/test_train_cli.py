@@ -96,7 +96,7 @@ def test_registry_entry_loads_and_both_backends_agree(smoke: Path, tmp_path: Pat
         rng = np.random.default_rng(0)
         img = (1000 + 30 * rng.standard_normal((40, 52))).astype(np.float32)
         img[20, 20] += 5e4
-        out_t = asa.upscale(img, model="smoke", backend="torch")
+        out_t = asa.upscale(img, model="smoke", backend="torch", precision="fp32")
         out_o = asa.upscale(img, model="smoke", backend="onnx")
         assert out_t.shape == (160, 208)
         np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4 * float(img.max()))
@@ -196,6 +196,6 @@ def test_each_architecture_trains_and_exports(tmp_path: Path, arch: str, model: 
     assert found == arch
     assert all(kwargs[k] == v for k, v in model.items() if k in kwargs)
     img = np.random.default_rng(1).random((20, 24)).astype(np.float32) + 1.0
-    out_t = asa.upscale(img, model=res["exports"]["safetensors"], backend="torch")
+    out_t = asa.upscale(img, model=res["exports"]["safetensors"], backend="torch", precision="fp32")
     out_o = asa.upscale(img, model=res["exports"]["onnx"], backend="onnx")
     np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4)
