@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,35 @@ def test_each_architecture_trains_and_exports(tmp_path: Path, arch: str, model: 
     out_t = asa.upscale(img, model=res["exports"]["safetensors"], backend="torch", precision="fp32")
     out_o = asa.upscale(img, model=res["exports"]["onnx"], backend="onnx")
     np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_checkpoints_and_resume_is_exact(smoke: Path, tmp_path: Path, sig, code):
+    """Ctrl-C or SIGTERM mid-run saves the finished step; --resume then ends exactly where
+    the uninterrupted smoke run ended (same loss at every step)."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "ASTROSLEUTH_DATA"}
+    args = CLI + ["train", "--preset", "smoke", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "train_log.csv").exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    assert "continue with --resume" in err
+    ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert 25 <= ck["step"] < 150 and len(ck["history"]) == ck["step"]
+    assert not (out / "export").exists()
+
+    res = _run(["train", "--preset", "smoke", "--out", str(out), "--resume"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"resumed from {out / 'last.pt'} at step {ck['step']}" in res.stderr
+    resumed = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    reference = torch.load(smoke / "last.pt", map_location="cpu", weights_only=False)
+    assert resumed["step"] == reference["step"] == 150
+    assert resumed["history"] == reference["history"]
+    for k, v in reference["ema"].items():
+        assert torch.equal(resumed["ema"][k], v), k

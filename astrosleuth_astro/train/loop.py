@@ -357,64 +357,77 @@ def train(
     rows: list[dict] = []
     timed_out = False
     model.train()
-    while step < end:
-        batch = bank.full_batch(step)
-        lr_t, hr_t = torch.from_numpy(batch.lr), torch.from_numpy(batch.hr)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            pred = model(lr_t)
-        loss, terms = objective.generator_loss(pred, hr_t, batch, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), t_cfg.grad_clip if t_cfg.grad_clip > 0 else float("inf")
-        )
-        opt.step()
-        terms.update(objective.discriminator_step(pred, hr_t, step))
-        for k, v in terms.items():
-            term_acc.setdefault(k, []).append(float(v))
-        ema_update(ema, model, t_cfg.ema_decay, step)
-        loss_v = float(loss.detach())
-        history.append(loss_v)
-        loss_acc += loss_v
-        gn_acc += float(gn)
-        n_acc += 1
-        step += 1
-        model.train()
-        if progress is not None:
-            progress(step, t_cfg.steps, loss_v)
-
-        if step % o_cfg.log_every == 0 or step == end:
-            now = time.time()
-            rate = n_acc / max(now - t_log, 1e-9)
-            row = {
-                "step": step,
-                "loss": loss_acc / n_acc,
-                "grad_norm": gn_acc / n_acc,
-                "lr": lr_at(step - 1, cfg),
-                "steps_per_s": rate,
-                "elapsed_s": elapsed_before + now - t0,
-                **mean_terms(term_acc, objective.columns),
-            }
-            term_acc = {}
-            _append_csv(out / "train_log.csv", [row])
-            if tb is not None:
-                for k, v in row.items():
-                    if k != "step":
-                        tb.add_scalar(f"train/{k}", v, step)
-            log(
-                f"step {step}/{t_cfg.steps} loss {row['loss']:.5f} |g| {row['grad_norm']:.3f} lr {row['lr']:.2e} {rate:.2f} it/s"
+    stop = _StopRequest()
+    try:
+        while step < end:
+            batch = bank.full_batch(step)
+            lr_t, hr_t = torch.from_numpy(batch.lr), torch.from_numpy(batch.hr)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                pred = model(lr_t)
+            loss, terms = objective.generator_loss(pred, hr_t, batch, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), t_cfg.grad_clip if t_cfg.grad_clip > 0 else float("inf")
             )
-            t_log, loss_acc, gn_acc, n_acc = now, 0.0, 0.0, 0
-        if step % cfg.val.every == 0 and step < t_cfg.steps:
-            rows = validate()
-        if step % o_cfg.checkpoint_every == 0:
-            checkpoint()
-        if t_cfg.max_minutes > 0 and elapsed_before + time.time() - t0 > 60.0 * t_cfg.max_minutes:
-            log(f"time limit of {t_cfg.max_minutes} min reached at step {step}")
-            timed_out = True
-            break
+            opt.step()
+            terms.update(objective.discriminator_step(pred, hr_t, step))
+            for k, v in terms.items():
+                term_acc.setdefault(k, []).append(float(v))
+            ema_update(ema, model, t_cfg.ema_decay, step)
+            loss_v = float(loss.detach())
+            history.append(loss_v)
+            loss_acc += loss_v
+            gn_acc += float(gn)
+            n_acc += 1
+            step += 1
+            model.train()
+            if progress is not None:
+                progress(step, t_cfg.steps, loss_v)
+
+            if step % o_cfg.log_every == 0 or step == end:
+                now = time.time()
+                rate = n_acc / max(now - t_log, 1e-9)
+                row = {
+                    "step": step,
+                    "loss": loss_acc / n_acc,
+                    "grad_norm": gn_acc / n_acc,
+                    "lr": lr_at(step - 1, cfg),
+                    "steps_per_s": rate,
+                    "elapsed_s": elapsed_before + now - t0,
+                    **mean_terms(term_acc, objective.columns),
+                }
+                term_acc = {}
+                _append_csv(out / "train_log.csv", [row])
+                if tb is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            tb.add_scalar(f"train/{k}", v, step)
+                log(
+                    f"step {step}/{t_cfg.steps} loss {row['loss']:.5f} |g| {row['grad_norm']:.3f} lr {row['lr']:.2e} {rate:.2f} it/s"
+                )
+                t_log, loss_acc, gn_acc, n_acc = now, 0.0, 0.0, 0
+            if step % cfg.val.every == 0 and step < t_cfg.steps:
+                rows = validate()
+            if step % o_cfg.checkpoint_every == 0:
+                checkpoint()
+            if (
+                t_cfg.max_minutes > 0
+                and elapsed_before + time.time() - t0 > 60.0 * t_cfg.max_minutes
+            ):
+                log(f"time limit of {t_cfg.max_minutes} min reached at step {step}")
+                timed_out = True
+                break
+            if stop.requested is not None:
+                # Interrupted (Ctrl-C, SIGTERM): save the finished step so --resume loses nothing.
+                checkpoint()
+                log(f"interrupted at step {step}; checkpoint {last}; continue with --resume")
+                stop.restore()
+                stop.reraise()
+    finally:
+        stop.restore()
 
     finished = step >= t_cfg.steps or timed_out
     if step % o_cfg.checkpoint_every != 0 or timed_out:
@@ -438,6 +451,44 @@ def train(
         "elapsed": elapsed_before + time.time() - t0,
         "finished": finished,
     }
+
+
+class _StopRequest:
+    """Defer SIGINT/SIGTERM to the end of the current step.
+
+    A signal in the middle of a step would leave the model, the optimiser and the step
+    counter out of step with each other; the loop checks :attr:`requested` after each step,
+    writes a checkpoint of the finished step and then re-raises (``KeyboardInterrupt`` for
+    SIGINT, ``SystemExit(143)`` for SIGTERM). Only the main thread can install handlers;
+    elsewhere signals behave as usual.
+    """
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested: int | None = None
+        self._old: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+    def reraise(self) -> None:
+        import signal
+
+        if self.requested == signal.SIGTERM:
+            raise SystemExit(143)
+        raise KeyboardInterrupt
 
 
 def _tensorboard(out: Path, log: Log):
