@@ -172,6 +172,9 @@ class DegradationConfig:
     #: JPEG compression of display-referred (8-bit) sources only: probability, quality.
     jpeg_prob: float = 0.0
     jpeg_quality: Range = (60.0, 95.0)
+    #: Probability that a linear real pair gets no added detector noise (nor hot or cold
+    #: pixels): a deep stack, whose only LR noise is the HR image's own, averaged down.
+    clean_prob: float = 0.0
 
 
 @dataclass
@@ -485,6 +488,7 @@ def _validate_degradations(g: DegradationConfig, check: Callable[[bool, str], No
         "astig_prob",
         "coma_prob",
         "jpeg_prob",
+        "clean_prob",
     ):
         val = getattr(g, key)
         check(0.0 <= val <= 1.0, f"[degradations] {key} must be in [0, 1], got {val}")

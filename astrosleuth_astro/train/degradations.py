@@ -22,7 +22,8 @@ linear HR image (any units) is:
 3. area-downsample by the scale;
 4. cold (dead) pixels: a fraction of the pixel positions keep only 0-20 % of their signal;
 5. add Poisson noise (``gain`` e-/ADU) and read noise (``read_noise`` e-), hot pixels,
-   clip at full well.
+   clip at full well. With probability ``clean_prob`` a pair skips steps 4 and 5: it
+   stands for a deep stack, whose LR noise is the HR image's own noise averaged down.
 
 Display-referred (8-bit) sources skip the ADU mapping and the detector effects; after the
 same kernel blur and area downsampling they get Gaussian noise (``display_noise``) and,
@@ -105,6 +106,9 @@ class DegradeParams:
     cold_pixels: float = 0.0
     #: JPEG quality (1-100) for display-referred sources; 0 = no JPEG.
     jpeg_quality: int = 0
+    #: A "deep stack" pair: no detector noise, hot or cold pixels are added, so the only
+    #: noise in the LR is the HR image's own, area-averaged (linear sources only).
+    clean: bool = False
 
 
 #: Quantiles of the image the bright end (``peak``) can be anchored to.
@@ -152,6 +156,7 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> DegradePa
     if _happens(rng, cfg.jpeg_prob):
         lo, hi = cfg.jpeg_quality
         p.jpeg_quality = int(rng.integers(int(round(lo)), int(round(hi)) + 1))
+    p.clean = _happens(rng, cfg.clean_prob)
     return p
 
 
@@ -513,6 +518,9 @@ def degrade_linear(
     data are never JPEG-compressed).
     """
     lr = area_downsample(blur_hr(hr, scale, p), scale)
+    if p.clean:
+        # The HR's own noise, averaged down, is all the noise a deep stack shows.
+        return np.clip(lr, 0.0, p.saturation)
     lr = add_cold_pixels(lr, p.cold_pixels, rng)
     lr = add_noise(lr, p.gain, p.read_noise, rng)
     lr = add_hot_pixels(lr, p.hot_pixels, p.saturation, rng)
