@@ -160,15 +160,27 @@ class Stretch:
 
     def inverse(self, y: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
         """Exact inverse of :meth:`forward` on [0, 1]; values outside are clipped first."""
+        # np.clip returns a new float64 array that we own, so the rest runs in place: the
+        # inverse runs on every output pixel, and each temporary is a full band. The
+        # operations and their order are those of mtf() and _denorm(), so the result is
+        # bit-identical to the out-of-place formulas (tested).
         v = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
         if self.kind == "mtf":
-            u = mtf(v, 1.0 - self._col(self.param, v.ndim))
+            m = 1.0 - self._col(self.param, v.ndim)
+            den = v * (2.0 * m - 1.0)
+            den -= m
+            v *= m - 1.0
+            v /= den
         elif self.kind == "asinh":
             a = self._col(self.param, v.ndim)
-            u = a * np.sinh(v * np.arcsinh(1.0 / a))
-        else:
-            u = v
-        return self._denorm(u).astype(dtype, copy=False)
+            v *= np.arcsinh(1.0 / a)
+            np.sinh(v, out=v)
+            v *= a
+        b = self._col(self.black, v.ndim)
+        w = self._col(self.white, v.ndim)
+        v *= w - b
+        v += b
+        return v.astype(dtype, copy=False)
 
     def clip_residual(self, x: np.ndarray) -> np.ndarray:
         """What :meth:`forward` loses by clipping: ``x - inverse(forward(x))``.

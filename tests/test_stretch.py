@@ -48,6 +48,34 @@ def test_exact_inverse(kind):
     assert np.max(np.abs(back32 - img)) < 1.0
 
 
+@pytest.mark.parametrize("kind", ["mtf", "asinh", "none"])
+def test_in_place_inverse_matches_the_formulas_bit_for_bit(kind):
+    # inverse() works in place for speed; it must give exactly what the textbook
+    # out-of-place formulas give, on every channel, and leave its input untouched.
+    rng = np.random.default_rng(5)
+    st = fit_stretch(linear_field(rng), kind)
+    y = rng.uniform(-0.1, 1.1, (3, 64, 80)).astype(np.float32)  # includes clipped values
+    y[0, 0, 0] = np.nan
+    before = y.copy()
+    got = st.inverse(y)
+    v = np.clip(y.astype(np.float64), 0.0, 1.0)
+    col = lambda a: np.asarray(a, np.float64).reshape(-1, 1, 1)  # noqa: E731
+    if kind == "mtf":
+        u = mtf(v, 1.0 - col(st.param))
+    elif kind == "asinh":
+        a = col(st.param)
+        u = a * np.sinh(v * np.arcsinh(1.0 / a))
+    else:
+        u = v
+    expected = (u * (col(st.white) - col(st.black)) + col(st.black)).astype(np.float32)
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.isnan(got[0, 0, 0])
+    assert np.array_equal(y, before, equal_nan=True)
+    y64 = before.astype(np.float64)
+    st.inverse(y64, dtype=np.float64)
+    assert np.array_equal(y64, before.astype(np.float64), equal_nan=True)
+
+
 def test_mtf_background_at_quarter_like_siril():
     rng = np.random.default_rng(2)
     img = linear_field(rng)
