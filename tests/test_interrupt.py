@@ -90,13 +90,25 @@ def _wait(predicate, proc: subprocess.Popen, err_path: Path, what: str) -> None:
         time.sleep(0.02)
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs (``make test &``) with SIGINT ignored, and a child
+    # inherits that, so Python would never raise KeyboardInterrupt: honouring it is right
+    # for the CLI, but the test must start the child the way a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv: list[str], workdir: Path) -> tuple[subprocess.Popen, Path]:
     err_path = workdir / "stderr.txt"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("ASTROSLEUTH_DEBUG", None)
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            preexec_fn=_default_sigint,
         )
     return proc, err_path
 
