@@ -95,12 +95,20 @@ def background_stats(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, sig
 
 
-def mtf(x: np.ndarray, m: np.ndarray | float) -> np.ndarray:
+def mtf(x: np.ndarray, m: np.ndarray | float, out: np.ndarray | None = None) -> np.ndarray:
     """Midtones transfer function ``(m - 1) x / ((2m - 1) x - m)``.
 
-    Maps 0 to 0, 1 to 1 and ``m`` to 0.5. Its inverse is ``mtf(y, 1 - m)``.
+    Maps 0 to 0, 1 to 1 and ``m`` to 0.5. Its inverse is ``mtf(y, 1 - m)``. With ``out``
+    (which may be ``x`` itself) the result is written there with one temporary; the
+    operations are the same, so the values are bit-identical.
     """
-    return (m - 1.0) * x / ((2.0 * m - 1.0) * x - m)
+    if out is None:
+        return (m - 1.0) * x / ((2.0 * m - 1.0) * x - m)
+    den = x * (2.0 * m - 1.0)
+    den -= m
+    np.multiply(x, m - 1.0, out=out)
+    out /= den
+    return out
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,13 @@ class Stretch:
         w = self._col(self.white, x.ndim)
         return (x - b) / (w - b)
 
-    def _denorm(self, u: np.ndarray) -> np.ndarray:
+    def _denorm_(self, u: np.ndarray) -> np.ndarray:
+        """``u * (white - black) + black``, in place."""
         b = self._col(self.black, u.ndim)
         w = self._col(self.white, u.ndim)
-        return u * (w - b) + b
+        u *= w - b
+        u += b
+        return u
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -161,26 +172,17 @@ class Stretch:
     def inverse(self, y: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
         """Exact inverse of :meth:`forward` on [0, 1]; values outside are clipped first."""
         # np.clip returns a new float64 array that we own, so the rest runs in place: the
-        # inverse runs on every output pixel, and each temporary is a full band. The
-        # operations and their order are those of mtf() and _denorm(), so the result is
-        # bit-identical to the out-of-place formulas (tested).
+        # inverse runs on every output pixel, and each temporary is a full band. Same
+        # operations as the out-of-place formulas, so the result is bit-identical (tested).
         v = np.clip(np.asarray(y, dtype=np.float64), 0.0, 1.0)
         if self.kind == "mtf":
-            m = 1.0 - self._col(self.param, v.ndim)
-            den = v * (2.0 * m - 1.0)
-            den -= m
-            v *= m - 1.0
-            v /= den
+            mtf(v, 1.0 - self._col(self.param, v.ndim), out=v)
         elif self.kind == "asinh":
             a = self._col(self.param, v.ndim)
             v *= np.arcsinh(1.0 / a)
             np.sinh(v, out=v)
             v *= a
-        b = self._col(self.black, v.ndim)
-        w = self._col(self.white, v.ndim)
-        v *= w - b
-        v += b
-        return v.astype(dtype, copy=False)
+        return self._denorm_(v).astype(dtype, copy=False)
 
     def clip_residual(self, x: np.ndarray) -> np.ndarray:
         """What :meth:`forward` loses by clipping: ``x - inverse(forward(x))``.
