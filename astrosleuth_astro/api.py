@@ -314,7 +314,7 @@ def upscale_file(
     src, dst = Path(src), Path(dst)
     check_not_same(src, dst)
     check_output_path(dst, overwrite=overwrite)
-    image = read_image(src, hdu=hdu)
+    image = read_image(src, hdu=hdu, memmap=True)
     model_options = {k: options.pop(k) for k in list(options) if k not in _PIPELINE_OPTIONS}
     net = get_backend(model, backend=backend, device=device, precision=precision, **model_options)
     return upscale_image(image, dst, net, scale=scale, overwrite=overwrite, **options)

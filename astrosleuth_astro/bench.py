@@ -9,14 +9,19 @@ speed drifts (thermal limits, other jobs) affects all configurations alike. Per 
   FITS file, then :func:`~astrosleuth_astro.api.upscale_image` into a FITS output (stretch,
   star protection, tiled network, inverse stretch, write). Throughput is input MP/min.
 * **bare network**: the same backend (weights, precision) on one ``BARE_SIZE`` squared
-  tensor, no tiling, no pipeline: the best the network does on this machine.
-  ``efficiency = pipeline / bare`` (input MP/min over input MP/min).
+  tensor, no tiling, no pipeline: the best the network does on this machine. When every
+  input is grey, the bare run uses the backend's grey form (``Backend.mono()``), as the
+  pipeline does. ``efficiency = pipeline / bare`` (input MP/min over input MP/min).
 * **naive loop**: the original tool's loop: one 256-px tile with 16 px of context per
   forward, eager fp32 NCHW torch, same weights, on the stretched input (the network and the
   tile stitching only, so the comparison favours the naive loop).
   ``speedup_vs_naive = pipeline / naive``.
 * **split**: seconds in read, stretch, stars, network, tiling, inverse and write, from the
   pipeline runs (the median repetition).
+* **roofline**: each loop's useful convolution work per second (:func:`conv_flops_per_pixel`
+  x input pixels / seconds) against one fp32 2048^2 torch matrix product, timed in every
+  repetition: how close each loop is to this machine's dense fp32 ceiling, and so the most
+  any fp32 loop doing the same arithmetic could gain over the naive one.
 
 Then, for the first model: the PSNR of the fp32 and bf16 outputs against the noise-free
 truth of a simulated field, and peak memory at several input sizes, each in a fresh
@@ -137,6 +142,7 @@ class _Config:
     def __init__(self, model: str, backend: str, precision: str, net, input_mp: float) -> None:
         self.model, self.backend, self.precision, self.net = model, backend, precision, net
         self.input_mp = input_mp
+        self.channels = 3  # of the inputs: 1 when every input is grey
         self.pipeline_s: list[float] = []
         self.bare_s: list[float] = []
         self.splits: list[dict[str, float]] = []
@@ -172,7 +178,7 @@ def _time_pipeline(cfg: _Config, src: Path, dst: Path, protect_stars: bool) -> N
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     t_read = time.perf_counter()
-    image = read_image(src)
+    image = read_image(src, memmap=True)  # as `upscale` reads it
     timings["read"] = time.perf_counter() - t_read
     upscale_image(
         image,
@@ -187,10 +193,52 @@ def _time_pipeline(cfg: _Config, src: Path, dst: Path, protect_stars: bool) -> N
     cfg.splits.append(timings)
 
 
-def _time_bare(cfg: _Config, size: int) -> None:
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+def conv_flops_per_pixel(module, size: int = 32) -> float:
+    """Convolution FLOPs (2 per multiply-add) of a 3-channel network per input pixel.
+
+    Counted with forward hooks on every ``Conv2d`` during one run on a ``size`` squared
+    input; interpolation, activations and additions are not counted (they are memory-bound,
+    not arithmetic). The folded and grey forms the backends run do the same or slightly
+    less arithmetic, so this is the work of the network as trained, in one unit for all.
+    """
+    import torch
+
+    total = [0]
+
+    def hook(mod, _inp, out) -> None:
+        k = mod.weight.shape  # (Cout, Cin / groups, kh, kw)
+        total[0] += 2 * (out.numel() // out.shape[0]) * k[1] * k[2] * k[3]
+
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / size**2
+
+
+def _time_gemm(n: int = 2048) -> float:
+    """GFLOP/s of one fp32 ``n`` x ``n`` matrix product in torch: the machine's dense
+    arithmetic ceiling for these convolutions (oneDNN runs them as GEMM-like kernels)."""
+    import torch
+
+    a = torch.rand(n, n)
+    b = torch.rand(n, n)
+    a @ b  # warm-up
     t0 = time.perf_counter()
-    cfg.net(x)
+    a @ b
+    return 2 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
+def _time_bare(cfg: _Config, size: int) -> None:
+    # Grey inputs run through the backend's grey form in the pipeline: so does the bare run.
+    net = cfg.net.mono() if cfg.channels == 1 else cfg.net
+    x = np.random.default_rng(0).random((1, cfg.channels, size, size), dtype=np.float32)
+    t0 = time.perf_counter()
+    net(x)
     cfg.bare_s.append(time.perf_counter() - t0)
 
 
@@ -266,7 +314,7 @@ def _rss_child(src: str, dst: str, model: str, precision: str) -> None:
 
     net = get_backend(_module_or_name(model), precision=precision)
     t0 = time.perf_counter()
-    upscale_image(read_image(src), dst, net, overwrite=True, memmap_threshold=0)
+    upscale_image(read_image(src, memmap=True), dst, net, overwrite=True, memmap_threshold=0)
     seconds = time.perf_counter() - t0
     stop.set()
     thread.join()
@@ -410,6 +458,8 @@ def run_bench(
         configs: list[_Config] = []
         naive: dict[str, tuple] = {}
         srcs: dict[str, list[Path]] = {}
+        flops: dict[str, float] = {}
+        gemm: list[float] = []
         for model, mp in models:
             module = _load_module(model)
             if inputs:
@@ -422,16 +472,20 @@ def run_bench(
 
             stretched = [prepare(read_image(p).data).stretched for p in srcs[model]]
             naive[model] = (_naive_net(module), stretched, [])
+            flops[model] = conv_flops_per_pixel(module)
+            channels = 1 if all(st.shape[0] == 1 for st in stretched) else 3
             precs = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
             for prec in precs:
                 net = TorchBackend(copy.deepcopy(module), "cpu", prec)
                 net.provenance = _named(net.provenance, model)
                 configs.append(_Config(model, "torch", prec, net, mp))
+                configs[-1].channels = channels
             onnx_path = _onnx_for(model, module, work)
             if onnx_path is not None:
                 net = make_backend(onnx_path, backend="onnx")
                 net.provenance = _named(net.provenance, model)
                 configs.append(_Config(model, "onnx", "fp32", net, mp))
+                configs[-1].channels = channels
         # Warm-up (first-call allocations, oneDNN kernel selection), not timed.
         for cfg in configs:
             cfg.net(np.zeros((1, 3, 64, 64), np.float32))
@@ -445,6 +499,9 @@ def run_bench(
             for model, (nv, stretched, times) in naive.items():
                 times.append(sum(_time_naive(nv, s) for s in stretched))
                 say(f"rep {rep + 1}/{repeats} {model}/naive: {times[-1]:.1f} s")
+            gemm.append(max(_time_gemm() for _ in range(3)))
+            say(f"rep {rep + 1}/{repeats} fp32 GEMM: {gemm[-1]:.0f} GFLOP/s")
+        result["gemm_gflops"] = round(_median(gemm), 1)
         for cfg in configs:
             mp_total = sum(_mp(read_shape(p)) for p in srcs[cfg.model])
             pipe = _median(cfg.pipeline_s)
@@ -468,9 +525,16 @@ def run_bench(
                     "pipeline_s": round(pipe, 3),
                     "pipeline_mp_per_min": round(60 * mp_total / pipe, 3),
                     "bare_mp_per_min": round(60 * bare_size**2 / 1e6 / bare, 3),
+                    "bare_channels": cfg.channels,
                     "naive_mp_per_min": round(60 * mp_total / naive_s, 3),
                     "efficiency": round((mp_total / pipe) / (bare_size**2 / 1e6 / bare), 3),
                     "speedup_vs_naive": round(naive_s / pipe, 3),
+                    "conv_gflop_per_input_mp": round(flops[cfg.model] / 1e3, 2),
+                    # Useful network work per second of each loop (input pixels only: the
+                    # tile context they also compute is overhead, not work).
+                    "pipeline_gflops": round(flops[cfg.model] * mp_total * 1e6 / pipe / 1e9, 1),
+                    "bare_gflops": round(flops[cfg.model] * bare_size**2 / bare / 1e9, 1),
+                    "naive_gflops": round(flops[cfg.model] * mp_total * 1e6 / naive_s / 1e9, 1),
                     "split_s": split,
                     "io_stretch_stars_fraction": round(
                         sum(split.get(k, 0.0) for k in ("read", "stretch", "stars", "write"))
@@ -612,6 +676,27 @@ def markdown(result: dict) -> str:
             f"| {c['bare_mp_per_min']:.2f} | {c['efficiency']:.2f} "
             f"| {c['naive_mp_per_min']:.2f} | {c['speedup_vs_naive']:.2f}x |"
         )
+    peak = result.get("gemm_gflops")
+    if peak:
+        lines += [
+            "",
+            f"Roofline: useful convolution work per second (conv FLOPs of the network per "
+            f"input pixel x input pixels / seconds; tile context not counted) against one "
+            f"fp32 2048^2 torch matrix product on this machine, {peak:.0f} GFLOP/s (median "
+            f"of the repetitions). sgemm / naive is the most any fp32 loop that does the "
+            f"same arithmetic can gain over the naive loop.",
+            "",
+            "| model | backend | precision | conv GFLOP per input MP | pipeline GFLOP/s "
+            "| bare GFLOP/s | naive GFLOP/s | naive / sgemm | sgemm / naive |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in result["configs"]:
+            lines.append(
+                f"| {c['model']} | {c['backend']} | {c['precision']} "
+                f"| {c['conv_gflop_per_input_mp']:.1f} | {c['pipeline_gflops']:.0f} "
+                f"| {c['bare_gflops']:.0f} | {c['naive_gflops']:.0f} "
+                f"| {c['naive_gflops'] / peak:.2f} | {peak / c['naive_gflops']:.2f}x |"
+            )
     lines += ["", "| model | bf16 / fp32 | onnx / torch fp32 |", "|---|---:|---:|"]
     for model, r in sorted(result["ratios"].items()):
         bf = f"{r['bf16_over_fp32']:.2f}x" if "bf16_over_fp32" in r else "n/a"

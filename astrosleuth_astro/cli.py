@@ -179,7 +179,7 @@ def _cmd_upscale(args) -> int:
     net = None
     reports = []
     for src, dst in jobs:
-        image = read_image(src, hdu=hdu)
+        image = read_image(src, hdu=hdu, memmap=True)
         if net is None:  # built after the first input is known to be readable
             net = get_backend(
                 args.model,

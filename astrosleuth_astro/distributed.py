@@ -485,7 +485,7 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
         ``{"index", "rows", "seconds", "batches"}`` (network calls actually computed).
     """
     from .engine.tiles import DEFAULT_PAD, _plan_axis, choose_tile, default_feather, iter_tile_rows
-    from .pipeline import BAND_ROWS, NATIVE_SCALE, _mono_net
+    from .pipeline import NATIVE_SCALE, _mono_net, band_rows
 
     start = time.perf_counter()
     net = worker_backend(model)
@@ -525,7 +525,7 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
         for name, path in (("residual", task.residual), ("bad", task.bad), ("orig", task.orig))
     }
     aux["stretched"] = stretched
-    edges = list(range(a, b, BAND_ROWS)) + [b]
+    edges = list(range(a, b, band_rows(w))) + [b]
     fd = os.open(task.target, os.O_WRONLY)
     rows_gen = iter_tile_rows(
         stretched, band_net, scale=n, tile=task.tile, pad=task.pad, batch_size=bs

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .engine.backends import repeat_mean
 from .engine.tiles import upscale_tiled
 from .errors import InputError
 from .resample import SCALES, from_native, upsample_bilinear, upsample_nearest
@@ -43,8 +44,11 @@ from .stretch import Stretch, fit_stretch
 
 #: Native scale of the AstroSleuth networks.
 NATIVE_SCALE = 4
-#: Input rows post-processed at a time (bounded memory for huge images).
+#: Most input rows post-processed at a time (bounded memory for huge images).
 BAND_ROWS = 64
+#: Most input pixels per post-processing band: wide images get fewer rows per band, so
+#: the band's temporaries (float64 in the inverse stretch, at 4x) do not grow with width.
+BAND_PIXELS = 64 * 2048
 #: ITU-R BT.601 luma weights, used for --luminance-only (YCbCr chroma transfer).
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -134,14 +138,27 @@ def _channel_fill(chw: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return fill
 
 
+def band_rows(width: int) -> int:
+    """Input rows per post-processing band for an image ``width`` pixels wide.
+
+    :data:`BAND_ROWS` halved until the band holds at most :data:`BAND_PIXELS` input
+    pixels (at least 1 row). It always divides :data:`BAND_ROWS`, so cuts at multiples of
+    :data:`BAND_ROWS` (:func:`astrosleuth_astro.distributed.plan_bands`) fall on band
+    boundaries.
+    """
+    rows = BAND_ROWS
+    while rows > 1 and rows * width > BAND_PIXELS:
+        rows //= 2
+    return rows
+
+
 def _mono_net(net: Net) -> Net:
-    """Run a 3-channel network on 1-channel tiles and average its 3 outputs."""
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        out = net(np.repeat(batch, 3, axis=1))
-        return out.mean(axis=1, keepdims=True, dtype=np.float32)
-
-    return run
+    """Run a 3-channel network on 1-channel tiles: the mean of its 3 outputs for a grey
+    input. A backend's own ``mono()`` form is used when it has one (FAST on torch runs a
+    one-channel network with the same result, :class:`~astrosleuth_astro.archs.compact.
+    MonoCompactSR`)."""
+    own = getattr(net, "mono", None)
+    return own() if callable(own) else repeat_mean(net)
 
 
 @dataclass
@@ -556,8 +573,9 @@ def upscale_array(
         with clock(timings, "stars"):
             protector.prepare(native_block)
 
-    for a in range(0, h, BAND_ROWS):
-        b = min(h, a + BAND_ROWS)
+    step = band_rows(w)
+    for a in range(0, h, step):
+        b = min(h, a + step)
         with clock(timings, "inverse"):
             band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
             lin = to_linear(prep, band, (a, b), luminance_only=luminance_only)

@@ -184,6 +184,42 @@ def test_input_is_never_modified(tmp_path):
     assert sha256(src) == before
 
 
+def test_memmap_float32_input(tmp_path):
+    """memmap=True maps uncompressed float32 data read-only: same values, no copy, and the
+    file cannot be changed through it."""
+    src = tmp_path / "in.fits"
+    data = _ramp(np.float32, -3.0, 7e4, (3, H, W))
+    data[1, 2, 3] = np.nan
+    fits.PrimaryHDU(data, header=fits.Header({"OBJECT": "M42"})).writeto(src)
+    before = sha256(src)
+    copied, mapped = read_fits(src), read_fits(src, memmap=True)
+    assert copied.data.dtype == np.float32 and not isinstance(copied.data, np.memmap)
+    assert isinstance(mapped.data, np.memmap) and mapped.data.dtype == np.dtype(">f4")
+    np.testing.assert_array_equal(mapped.data, copied.data)  # NaN where NaN
+    assert mapped.header["OBJECT"] == "M42" and mapped.was_2d == copied.was_2d
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.data[0, 0, 0] = 1.0
+    del mapped
+    assert sha256(src) == before
+
+
+@pytest.mark.parametrize("case", ["uint16_bzero", "float32_bscale", "gzip"])
+def test_memmap_falls_back_to_a_native_copy(tmp_path, case):
+    """Data that needs scaling or decompression is converted as without memmap."""
+    if case == "uint16_bzero":
+        src = tmp_path / "in.fits"
+        fits.PrimaryHDU(_ramp(np.uint16, 0, 65535)).writeto(src)  # astropy adds BZERO
+    elif case == "float32_bscale":
+        src = tmp_path / "in.fits"
+        _write_scaled(src, _ramp(np.float32, 0, 10), bscale=2.0)
+    else:
+        src = tmp_path / "in.fits.gz"
+        fits.PrimaryHDU(_ramp(np.float32, 0, 10)).writeto(src)
+    mapped, copied = read_fits(src, memmap=True), read_fits(src)
+    assert not isinstance(mapped.data, np.memmap) and mapped.data.dtype == np.float32
+    np.testing.assert_array_equal(mapped.data, copied.data)
+
+
 # --------------------------------------------------------------------------------------
 # Bad inputs: one-line InputError naming the file, input untouched
 # --------------------------------------------------------------------------------------

@@ -141,3 +141,42 @@ def test_no_whole_image_intermediate(tmp_path, monkeypatch):
         tracemalloc.stop()
     # A whole-image float32 array alone would be 1.0x; float64 temporaries 2.0x and more.
     assert peak < 0.5 * img.nbytes, f"peak {peak / img.nbytes:.2f} x the input's float32 size"
+
+
+def test_band_rows_bounded_by_pixels():
+    """Post-processing bands hold at most BAND_PIXELS input pixels (so their temporaries
+    do not grow with the width) and always divide BAND_ROWS (distributed band cuts)."""
+    for width in (1, 100, 2048, 2049, 4000, 8192, 10**6):
+        rows = pipeline.band_rows(width)
+        assert pipeline.BAND_ROWS % rows == 0
+        assert rows * width <= pipeline.BAND_PIXELS or rows == 1
+        assert rows == pipeline.BAND_ROWS or 2 * rows * width > pipeline.BAND_PIXELS
+    assert pipeline.band_rows(2048) == 64 and pipeline.band_rows(4096) == 32
+
+
+@pytest.mark.parametrize("name", ["mono", "nan_inf", "rgb_constant"])
+def test_band_height_does_not_change_the_result(name, monkeypatch):
+    data = _cases()[name]
+    opts = dict(scale=4, tile=32, pad=5, batch_size=3)
+    default = upscale_array(data, _net, **opts).data
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 3 * data.shape[-1])  # 2-row bands
+    assert pipeline.band_rows(data.shape[-1]) == 2
+    _same_bits(upscale_array(data, _net, **opts).data, default)
+
+
+def test_memory_mapped_input_gives_the_same_file(tiny_fast_model, tmp_path):
+    """A float32 FITS read through a memory map (what `upscale` does) upscales to the same
+    bytes as the copied read, and the input file is untouched."""
+    from astrosleuth_astro.api import upscale_image
+    from astrosleuth_astro.io import read_image
+
+    src = write_sim_fits(tmp_path / "in.fits", shape=(52, 40))
+    before = src.read_bytes()
+    net = asa.get_backend(tiny_fast_model)
+    mapped = read_image(src, memmap=True)
+    assert isinstance(mapped.data, np.memmap)
+    a, b = tmp_path / "mapped.fits", tmp_path / "copied.fits"
+    upscale_image(mapped, a, net, memmap_threshold=0)
+    upscale_image(read_image(src), b, net, memmap_threshold=0)
+    assert a.read_bytes() == b.read_bytes()
+    assert src.read_bytes() == before

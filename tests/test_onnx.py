@@ -16,7 +16,9 @@ onnx = pytest.importorskip("onnx")
 from safetensors.torch import save_file  # noqa: E402
 
 from astrosleuth_astro.archs import build_arch  # noqa: E402
+from astrosleuth_astro.archs.compact import fold_upsampling  # noqa: E402
 from astrosleuth_astro.archs.next_options import VECTORS_ENV  # noqa: E402
+from astrosleuth_astro.engine.backends import fast_receptive_field, make_backend  # noqa: E402
 from astrosleuth_astro.errors import InputError, ModelError  # noqa: E402
 from astrosleuth_astro.models import OnnxModel, export_onnx, load  # noqa: E402
 
@@ -65,6 +67,15 @@ def torch_out(net, x: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(x)).numpy()
 
 
+def exported_form(net, x: np.ndarray) -> np.ndarray:
+    """What the default export computes: FAST in its folded inference form."""
+    return torch_out(fold_upsampling(net).eval(), x)
+
+
+#: Output pixels at each border where the folded FAST may differ from the plain one.
+FOLD_RING = 6
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, vectors_file):
     """Each architecture with random weights, exported once."""
@@ -86,7 +97,31 @@ def test_parity_with_torch(exported, arch):
         x = rng.random(shape, dtype=np.float32)
         out = model(x)
         assert out.shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])
-        np.testing.assert_allclose(out, torch_out(net, x), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(out, exported_form(net, x), rtol=0, atol=1e-4)
+        # The folded FAST equals the trained network away from the outermost ring.
+        r = slice(FOLD_RING, -FOLD_RING)
+        plain = torch_out(net, x)
+        np.testing.assert_allclose(out[..., r, r], plain[..., r, r], rtol=0, atol=1e-4)
+
+
+def test_fast_export_folded_and_unfolded(tmp_path, exported):
+    net, folded_path = exported["fast"]
+    plain_path = export_onnx(net, tmp_path / "plain.onnx", fold=False)
+    meta = {
+        p: {m.key: m.value for m in onnx.load(str(p)).metadata_props}["astrosleuth.folded"]
+        for p in (folded_path, plain_path)
+    }
+    assert meta == {folded_path: "1", plain_path: "0"}
+    x = np.random.default_rng(5).random((1, 3, 16, 12), dtype=np.float32)
+    plain_out = OnnxModel(plain_path)(x)
+    np.testing.assert_allclose(plain_out, torch_out(net, x), rtol=0, atol=1e-4)
+    # The forms differ at the image border (different padding), so the check above
+    # really tells them apart.
+    assert np.abs(OnnxModel(folded_path)(x) - plain_out).max() > 1e-3
+    # Both keep the receptive field that sets the tile pad: the same number of 3x3 convs.
+    rfs = {make_backend(p, backend="onnx").receptive_field for p in (folded_path, plain_path)}
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    assert rfs == {fast_receptive_field(n_convs)}
 
 
 @pytest.mark.parametrize(
@@ -265,7 +300,7 @@ def test_dynamo_exporter(tmp_path, exported):
     net, _ = exported["fast"]
     path = export_onnx(net, tmp_path / "dyn.onnx", exporter="dynamo")
     x = np.random.default_rng(3).random((2, 3, 11, 7), dtype=np.float32)
-    np.testing.assert_allclose(OnnxModel(path)(x), torch_out(net, x), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(OnnxModel(path)(x), exported_form(net, x), rtol=0, atol=1e-4)
 
 
 _NO_TORCH_SCRIPT = textwrap.dedent(
@@ -320,6 +355,6 @@ def test_default_path_runs_without_torch(tmp_path, exported):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok onnx fast"
     outs = np.load(tmp_path / "y.npy")
-    ref = torch_out(net, x)
+    ref = exported_form(net, x)
     for out in outs:
         np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)

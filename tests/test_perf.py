@@ -21,6 +21,7 @@ from tests.conftest import write_sim_fits
 
 torch = pytest.importorskip("torch")
 
+from astrosleuth_astro.archs import build_arch  # noqa: E402
 from astrosleuth_astro.engine import backends  # noqa: E402
 from astrosleuth_astro.engine.backends import (  # noqa: E402
     TorchBackend,
@@ -197,6 +198,65 @@ def test_tiled_folded_backend_equals_whole_image_plain_module(tile):
     np.testing.assert_allclose(tiled, whole, atol=2e-6, rtol=0)
 
 
+@pytest.mark.parametrize("folded", [True, False])
+def test_mono_variant_equals_mean_of_three_channels(folded):
+    """The grey form of FAST equals the mean of the 3-channel network's outputs on three
+    copies of the input, everywhere (borders included), for the plain and folded forms."""
+    from astrosleuth_astro.archs.compact import MonoCompactSR, fold_upsampling, mono_variant
+
+    torch.manual_seed(3)
+    module = build_arch("fast", num_feat=8, num_conv=3).eval()
+    with torch.no_grad():  # biases start at zero: make them matter
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    src = fold_upsampling(module) if folded else module
+    mono = mono_variant(src)
+    assert isinstance(mono, MonoCompactSR)
+    x = torch.rand(2, 1, 13, 17)
+    with torch.inference_mode():
+        ref = src(x.repeat(1, 3, 1, 1)).mean(dim=1, keepdim=True)
+        got = mono(x)
+    assert got.shape == ref.shape == (2, 1, 52, 68)
+    torch.testing.assert_close(got, ref, atol=2e-6, rtol=0)
+    # The colour channels really differ, so the mean is not trivially any one of them.
+    with torch.inference_mode():
+        three = src(x.repeat(1, 3, 1, 1))
+    assert (three[:, 0] - three[:, 1]).abs().max() > 1e-3
+    assert mono_variant(build_arch("rrdb", num_block=1)) is None
+
+
+def test_backend_mono_equals_repeat_mean():
+    """The torch backend's grey network (what the pipeline runs on mono images) equals
+    the generic three-copies-and-mean wrapper; the ONNX backend uses that wrapper."""
+    net = make_backend("default", backend="torch", precision="fp32")
+    x = np.random.default_rng(6).random((2, 1, 21, 30), dtype=np.float32)
+    got = net.mono()(x)
+    ref = backends.repeat_mean(net)(x)
+    assert got.shape == ref.shape == (2, 1, 84, 120)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+    with pytest.raises(InputError, match=r"\(N, 1, h, w\)"):
+        net.mono()(np.zeros((1, 3, 8, 8), np.float32))
+    onnx_net = make_backend("default", backend="onnx")
+    np.testing.assert_allclose(onnx_net.mono()(x), got, atol=1e-5, rtol=0)
+
+
+def test_mono_pipeline_equals_three_channel_network(tmp_path):
+    """End to end on a grey FITS image: the pipeline with the backend (its grey form)
+    equals the pipeline with a plain 3-channel callable of the same network."""
+    from astrosleuth_astro.pipeline import upscale_array
+
+    net = make_backend("default", backend="torch", precision="fp32")
+    data = read_image(write_sim_fits(tmp_path / "in.fits", shape=(60, 52))).data
+
+    def three_channel(batch):  # no mono(): the pipeline averages three copies itself
+        return net(batch)
+
+    a = upscale_array(data, net, tile=32, pad=17, batch_size=1).data
+    b = upscale_array(data, three_channel, tile=32, pad=17, batch_size=1).data
+    assert a.shape[-2:] == (240, 208) and a.size == 240 * 208  # grey: one plane
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6 * float(np.abs(b).max()))
+
+
 # --------------------------------------------------------------------------- streaming
 
 
@@ -257,10 +317,15 @@ def test_quick_bench_end_to_end(tmp_path, capsys):
             "efficiency",
             "speedup_vs_naive",
             "input_mp",
+            "pipeline_gflops",
+            "bare_gflops",
+            "naive_gflops",
         ):
             assert math.isfinite(c[key]) and c[key] > 0, (key, c)
+        assert c["bare_channels"] == 1  # the simulated inputs are grey
         assert set(c["split_s"]) >= {"read", "stretch", "network", "inverse", "write"}
         assert 0 < c["io_stretch_stars_fraction"] < 1
+    assert result["gemm_gflops"] > 0 and "Roofline" in (out / "bench.md").read_text()
     assert "stars" in result["protect_stars_run"]["split_s"]
     assert "onnx_over_torch_fp32" in result["ratios"]["default"]
     rows = result["rss"]["rows"]
@@ -270,6 +335,20 @@ def test_quick_bench_end_to_end(tmp_path, capsys):
         assert math.isfinite(p["delta_db"]) and p["psnr_fp32_db"] > 0
     assert all(math.isfinite(x) for x in _walk_numbers(result["configs"]))
     assert {p.name for p in out.iterdir()} == {"bench.json", "bench.md"}  # no scratch left
+
+
+def test_conv_flops_per_pixel_counts_every_conv():
+    """The roofline's unit: 2 FLOPs per multiply-add of every conv, per input pixel. For
+    FAST (F features, K body convs, U up features, 3 channels, 4x): the first and body
+    convs at 1x, ``conv_up1`` at 2x (4 pixels), ``conv_up2`` at 4x (16 pixels)."""
+    from astrosleuth_astro.archs.compact import CompactSR
+    from astrosleuth_astro.bench import conv_flops_per_pixel
+
+    f, k, u = 8, 3, 6
+    net = CompactSR(num_feat=f, num_conv=k, num_up_feat=u).eval()
+    expected = 2 * 9 * (3 * f + k * f * f + 4 * f * u + 16 * u * 3)
+    assert conv_flops_per_pixel(net, size=16) == expected
+    assert not any(m._forward_hooks for m in net.modules())  # hooks removed
 
 
 def test_bench_bad_arguments(tmp_path, capsys):

@@ -8,6 +8,7 @@ file. torch is never imported at module import time, so the ONNX path works with
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,6 +224,16 @@ def fast_receptive_field(n_convs: int) -> int:
     return int(n_convs)
 
 
+def repeat_mean(net: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a 3-channel network on 1-channel batches: three copies in, the mean out."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = net(np.repeat(batch, 3, axis=1))
+        return out.mean(axis=1, keepdims=True, dtype=np.float32)
+
+    return run
+
+
 class Backend:
     """Common interface of the inference backends.
 
@@ -292,6 +303,14 @@ class Backend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Upscale ``(N, 3, h, w)`` float32 in [0, 1] to ``(N, 3, 4h, 4w)`` float32."""
         raise NotImplementedError
+
+    def mono(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The network for grey images: ``(N, 1, h, w)`` to ``(N, 1, 4h, 4w)`` float32.
+
+        Equal (to float rounding) to running the 3-channel network on three copies of the
+        input and averaging its three outputs, which is what this default does.
+        """
+        return repeat_mean(self)
 
     def __repr__(self) -> str:
         return (
@@ -363,24 +382,48 @@ class TorchBackend(Backend):
         self._net = fold_upsampling(self.model).eval()
         self._net.to(memory_format=torch.channels_last)
         self._mixed = isinstance(self._net, FoldedCompactSR)
+        self._mono: nn.Module | None = None  # built on first use by mono()
 
     @property
     def receptive_field(self) -> int | None:
         return self._rf
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(self._net, check_batch(batch))
+
+    def mono(self) -> Callable[[np.ndarray], np.ndarray]:
+        """For FAST, the one-channel network (:class:`~astrosleuth_astro.archs.compact.
+        MonoCompactSR`): the same result as the default without the three-channel copies;
+        other architectures use the default."""
         import torch
 
-        x = check_batch(batch)
+        from ..archs.compact import mono_variant
+
+        if self._mono is None:
+            with torch.no_grad():
+                net = mono_variant(self._net)
+            if net is None:
+                return super().mono()
+            self._mono = net.eval().to(memory_format=torch.channels_last)
+        net = self._mono
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return self._run(net, check_batch(batch, channels=1))
+
+        return run
+
+    def _run(self, net: Any, x: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self._device).contiguous(memory_format=torch.channels_last)
             if self._dtype is None:
-                y = self._net(t)
+                y = net(t)
             elif self._mixed:
-                y = _fast_mixed_forward(self._net, t, self._device.type, self._dtype)
+                y = _fast_mixed_forward(net, t, self._device.type, self._dtype)
             else:
                 with torch.autocast(self._device.type, dtype=self._dtype):
-                    y = self._net(t)
+                    y = net(t)
             y = y.float().cpu().numpy()
         return np.ascontiguousarray(y)
 

@@ -409,7 +409,9 @@ def _to_physical_float32(
     return out
 
 
-def read_fits(path: str | os.PathLike[str], hdu: int | str | None = None) -> LoadedImage:
+def read_fits(
+    path: str | os.PathLike[str], hdu: int | str | None = None, *, memmap: bool = False
+) -> LoadedImage:
     """Read a FITS image as native float32 ``(C, H, W)`` physical values.
 
     Parameters
@@ -421,6 +423,12 @@ def read_fits(path: str | os.PathLike[str], hdu: int | str | None = None) -> Loa
         The HDU to read: an index (``0`` = primary, an int or a string of digits) or an
         EXTNAME (case-insensitive). By default the first image HDU with data: the primary,
         or the first extension when the primary is empty (compressed files, MEF files).
+    memmap : bool
+        For an uncompressed float32 HDU without BSCALE/BZERO (BITPIX -32, what Siril and
+        most stacking tools write), return ``data`` as a read-only memory map of the file
+        (big-endian ``'>f4'``, the same values) instead of a native copy: huge inputs then
+        take no anonymous memory, and the upscaling pipeline reads them band by band.
+        Other HDUs are converted as usual.
 
     Returns
     -------
@@ -461,13 +469,13 @@ def read_fits(path: str | os.PathLike[str], hdu: int | str | None = None) -> Loa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyUserWarning)
-            return _read_hdu(path, hdul, hdu)
+            return _read_hdu(path, hdul, hdu, memmap)
     finally:
         hdul.close()
 
 
 def _read_hdu(
-    path: str | os.PathLike[str], hdul: fits.HDUList, hdu: int | str | None
+    path: str | os.PathLike[str], hdul: fits.HDUList, hdu: int | str | None, memmap: bool
 ) -> LoadedImage:
     index, chosen = _select_hdu(path, hdul, hdu)
     header = chosen.header
@@ -490,12 +498,22 @@ def _read_hdu(
                 f"{path}: truncated FITS file (HDU {index} needs {needed} bytes, "
                 f"the file has {actual})"
             )
-    _check_memory_to_read(path, shape)
+    mappable = (
+        memmap and bitpix == -32 and bscale == 1 and bzero == 0 and not compressed
+    ) and not _file_is_compressed(path)
+    if not mappable:
+        _check_memory_to_read(path, shape)
     try:
-        raw = chosen.data
-        if raw is None or tuple(raw.shape) != shape:
-            raise InputError(f"{path}: HDU {index} has no readable image data")
-        data = _to_physical_float32(raw, bscale, bzero, blank)
+        if mappable:
+            # Its own read-only map (astropy's closes with the file): values as stored.
+            data = np.memmap(
+                path, dtype=">f4", mode="r", offset=chosen.fileinfo()["datLoc"], shape=shape
+            )
+        else:
+            raw = chosen.data
+            if raw is None or tuple(raw.shape) != shape:
+                raise InputError(f"{path}: HDU {index} has no readable image data")
+            data = _to_physical_float32(raw, bscale, bzero, blank)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, EOFError) as exc:

@@ -106,7 +106,9 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def read_image(path: str | os.PathLike[str], hdu: int | str | None = None) -> LoadedImage:
+def read_image(
+    path: str | os.PathLike[str], hdu: int | str | None = None, *, memmap: bool = False
+) -> LoadedImage:
     """Read a FITS, TIFF, PNG or JPEG image as float32 ``(C, H, W)``.
 
     Parameters
@@ -116,6 +118,9 @@ def read_image(path: str | os.PathLike[str], hdu: int | str | None = None) -> Lo
         (``.fits``, ``.fit``, ``.fts``, with ``.gz``/``.fz``) must hold FITS.
     hdu : int or str, optional
         FITS only: the HDU to read (see :func:`~astrosleuth_astro.io.fits.read_fits`).
+    memmap : bool
+        FITS only: memory-map uncompressed float32 data instead of copying it (see
+        :func:`~astrosleuth_astro.io.fits.read_fits`); ignored for other formats.
 
     Returns
     -------
@@ -134,7 +139,7 @@ def read_image(path: str | os.PathLike[str], hdu: int | str | None = None) -> Lo
     named = format_from_name(path)
     if content in ("fits", "compressed") or named == "fits":
         # read_fits checks the signature and explains what a mis-named file really is.
-        return read_fits(path, hdu=hdu)
+        return read_fits(path, hdu=hdu, memmap=memmap)
     if content is None:
         what = describe_magic(head)
         extra = f" ({what})" if what else ""

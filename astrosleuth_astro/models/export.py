@@ -6,7 +6,8 @@ The graph has one image input ``input`` (float32 ``(N, 3, H, W)``) and one outpu
 set on the model at export time are stored as defaults in the file's metadata.
 
 Metadata (``metadata_props``): ``astrosleuth.arch``, ``astrosleuth.scale``,
-``astrosleuth.name``, ``astrosleuth.source_sha256`` and, for NEXT,
+``astrosleuth.name``, ``astrosleuth.source_sha256``, ``astrosleuth.folded`` (FAST exported in
+its folded inference form, see :func:`export_onnx`) and, for NEXT,
 ``astrosleuth.next_options`` (JSON) and ``astrosleuth.next_conditioning``.
 
 NEXT's conditioning vectors are constants baked into the graph. When they are not available
@@ -148,6 +149,7 @@ def export_onnx(
     exporter: str = "auto",
     overwrite: bool = True,
     sample_hw: tuple[int, int] = (32, 32),
+    fold: bool = True,
     **options: Any,
 ) -> Path:
     """Export a network to ONNX (written atomically).
@@ -169,6 +171,13 @@ def export_onnx(
         Replace an existing ``out_path``.
     sample_hw : (int, int)
         Height and width of the tracing input (the exported graph accepts any size).
+    fold : bool
+        FAST only: export the inference form with the bilinear upsamplings folded into
+        low-resolution convs (:class:`~astrosleuth_astro.archs.compact.FoldedCompactSR`,
+        what the torch backend runs; the file's metadata says ``astrosleuth.folded =
+        "1"``). It gives the same output wherever the tile engine keeps it, and differs
+        from the trained graph only in the outermost 6 output pixels when run on a whole
+        image without padding. ``False`` exports the network as trained.
     **options
         NEXT options stored as the file's defaults (when loading from a path).
 
@@ -212,11 +221,17 @@ def export_onnx(
         device = torch.device("cpu")
     was_training = model.training
     model.eval()
-    graph = _graph_module(model, arch)
+    net = model
+    if fold and arch == "fast":
+        from ..archs.compact import fold_upsampling
+
+        net = fold_upsampling(model).eval()
+    graph = _graph_module(net, arch)
     x = torch.rand(1, 3, *sample_hw, device=device)
     names = ["input"]
     args: tuple = (x,)
     meta = {"astrosleuth.arch": arch, "astrosleuth.scale": str(getattr(model, "upscale", 4))}
+    meta["astrosleuth.folded"] = "1" if net is not model else "0"
     if info is not None:
         meta["astrosleuth.name"] = info.name
         meta["astrosleuth.source_sha256"] = info.sha256

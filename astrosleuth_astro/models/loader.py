@@ -73,13 +73,15 @@ class ModelInfo:
     options: dict = field(default_factory=dict)
 
 
-def check_batch(batch: Any) -> np.ndarray:
+def check_batch(batch: Any, channels: int = 3) -> np.ndarray:
     """Validate a network input batch.
 
     Parameters
     ----------
     batch : array-like
-        ``(N, 3, h, w)`` values in [0, 1].
+        ``(N, channels, h, w)`` values in [0, 1].
+    channels : int
+        Expected channel count (3 for the AstroSleuth networks, 1 for their grey forms).
 
     Returns
     -------
@@ -92,8 +94,10 @@ def check_batch(batch: Any) -> np.ndarray:
         Wrong rank, channel count or empty.
     """
     arr = np.ascontiguousarray(batch, dtype=np.float32)
-    if arr.ndim != 4 or arr.shape[1] != 3 or min(arr.shape) == 0:
-        raise InputError(f"network input must be a non-empty (N, 3, h, w) array, got {arr.shape}")
+    if arr.ndim != 4 or arr.shape[1] != channels or min(arr.shape) == 0:
+        raise InputError(
+            f"network input must be a non-empty (N, {channels}, h, w) array, got {arr.shape}"
+        )
     return arr
 
 
