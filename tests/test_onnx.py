@@ -358,3 +358,54 @@ def test_default_path_runs_without_torch(tmp_path, exported):
     ref = exported_form(net, x)
     for out in outs:
         np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_grey_form_equals_mean_of_three_channels(tmp_path, exported, fold):
+    """The one-channel FAST graph (what the ONNX backend runs on grey images) equals the
+    3-channel graph on three copies of the input, averaged, everywhere."""
+    net, folded_path = exported["fast"]
+    path = folded_path if fold else export_onnx(net, tmp_path / "plain.onnx", fold=False)
+    model = OnnxModel(path)
+    grey = model.grey()
+    assert grey is not None
+    x = np.random.default_rng(7).random((2, 1, 13, 17), dtype=np.float32)
+    ref = model(np.repeat(x, 3, axis=1)).mean(axis=1, keepdims=True)
+    got = grey(x)
+    assert got.shape == ref.shape == (2, 1, 52, 68)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+    with pytest.raises(InputError, match=r"\(N, 1, h, w\)"):
+        grey(np.zeros((1, 3, 8, 8), np.float32))
+    backend = make_backend(path, backend="onnx")
+    np.testing.assert_allclose(backend.mono()(x), got, rtol=0, atol=1e-6)
+
+
+def test_grey_form_for_rrdb_and_refused_where_it_would_be_wrong(tmp_path, exported):
+    """RRDB's image enters through conv_first and leaves through conv_last, so its grey
+    form is exact too. NEXT exports (extra inputs) get none, and a graph that the edit
+    does not suit (a non-linear op after the last conv) fails the built-in check, so the
+    backend keeps the generic three-copies path."""
+    from onnx import helper
+
+    from astrosleuth_astro.models.onnx_grey import grey_graph
+
+    x = np.random.default_rng(8).random((1, 1, 10, 12), dtype=np.float32)
+    _, rrdb_path = exported["rrdb"]
+    rrdb = OnnxModel(rrdb_path)
+    ref = rrdb(np.repeat(x, 3, axis=1)).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(rrdb.grey()(x), ref, rtol=0, atol=1e-5)
+    _, next_path = exported["next"]
+    assert OnnxModel(next_path).grey() is None
+
+    _, fast_path = exported["fast"]
+    proto = onnx.load(str(fast_path))
+    last = proto.graph.node[-1]
+    last.output[0] = "pre_tanh"
+    proto.graph.node.append(helper.make_node("Tanh", ["pre_tanh"], ["output"]))
+    bent_path = tmp_path / "bent.onnx"
+    onnx.save(proto, str(bent_path))
+    assert grey_graph(onnx.load(str(bent_path))) is not None  # the layout looks right...
+    bent = OnnxModel(bent_path)
+    assert bent.grey() is None  # ...but the check rejects the edit
+    ref = bent(np.repeat(x, 3, axis=1)).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(make_backend(bent).mono()(x), ref, rtol=0, atol=1e-6)

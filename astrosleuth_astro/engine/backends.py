@@ -502,6 +502,7 @@ class OnnxBackend(Backend):
         self.provenance = model.provenance
         self.precision = resolve_precision(precision, "onnx", self.device, self.arch)
         self._rf = _onnx_receptive_field(self.provenance.path, self.arch)
+        self._mono: Callable[[np.ndarray], np.ndarray] | bool | None = None  # see mono()
 
     @property
     def receptive_field(self) -> int | None:
@@ -509,6 +510,14 @@ class OnnxBackend(Backend):
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.model(batch)
+
+    def mono(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A session on the one-channel form of the graph where the model has one
+        (:meth:`~astrosleuth_astro.models.loader.OnnxModel.grey`: FAST and RRDB exports);
+        else the default."""
+        if self._mono is None:
+            self._mono = self.model.grey() or False
+        return self._mono or super().mono()
 
 
 def _torch_importable() -> bool:

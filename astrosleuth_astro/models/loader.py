@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -480,6 +481,54 @@ class OnnxModel:
                 f"{self.path}: exported without the conditioning vectors; "
                 f"{MISSING_VECTORS_MESSAGE}, then export the model again"
             )
+
+    def grey(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The network for grey images, ``(N, 1, h, w)`` to ``(N, 1, 4h, 4w)``, or None.
+
+        A session on the one-channel form of the graph
+        (:func:`~astrosleuth_astro.models.onnx_grey.grey_graph`): the mean of the three
+        outputs for three equal input channels, without computing them (FAST and RRDB
+        exports). It is checked once against that mean on a random input (within 1e-4),
+        and None is returned when it disagrees, when the graph does not have the layout the
+        edit needs (NEXT exports do not), or when the ``onnx`` package is missing.
+        """
+        if self.is_next:
+            return None
+        try:
+            import onnx
+            import onnxruntime as ort
+
+            from .onnx_grey import grey_graph
+
+            edited = grey_graph(onnx.load(str(self.path)))
+            if edited is None:
+                return None
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            session = ort.InferenceSession(
+                edited.SerializeToString(), sess_options=so, providers=self.session.get_providers()
+            )
+        except Exception:  # noqa: BLE001 - optional speed-up: the generic path still works
+            return None
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            x = check_batch(batch, channels=1)
+            out = session.run(None, {self.input_name: x})[0]
+            expected = (x.shape[0], 1, x.shape[2] * self.scale, x.shape[3] * self.scale)
+            if out.shape != expected:
+                raise ModelError(
+                    f"{self.path}: grey ONNX output shape {out.shape} is not {expected}"
+                )
+            return np.ascontiguousarray(out, dtype=np.float32)
+
+        probe = np.random.default_rng(0).random((1, 1, 24, 20), dtype=np.float32)
+        ref = self(np.repeat(probe, 3, axis=1)).mean(axis=1, keepdims=True)
+        try:
+            ok = float(np.abs(run(probe) - ref).max()) <= 1e-4
+        except Exception:  # noqa: BLE001 - a graph the edit broke: use the generic path
+            ok = False
+        return run if ok else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run the network.
