@@ -311,6 +311,22 @@ def test_output_streams_rows_in_order_once_each():
     assert np.array_equal(out.data, img.repeat(4, 1).repeat(4, 2))
 
 
+@pytest.mark.parametrize("dtype", [">f4", "<f4"])
+def test_in_place_assembly_equals_strip(small_net, tmp_path, dtype):
+    """A float32 ``out`` (a big-endian memory map, as for FITS, or native) holds the tile
+    rows as they are assembled; the result equals the strip path, which a float64 ``out``
+    takes (same float32 arithmetic, then one exact cast)."""
+    img = star_field(45, 37, seed=12)
+    shape = (3, 4 * 45, 4 * 37)
+    mapped = np.memmap(tmp_path / "out.raw", dtype=dtype, mode="w+", shape=shape)
+    wide = np.empty(shape, np.float64)
+    opts = dict(tile=16, pad=SMALL_PAD, batch_size=3)
+    assert upscale_tiled(img, small_net, out=mapped, **opts) is mapped
+    upscale_tiled(img, small_net, out=wide, **opts)
+    assert np.array_equal(np.asarray(mapped, np.float32), wide.astype(np.float32))
+    assert np.array_equal(np.asarray(mapped, np.float32), upscale_tiled(img, small_net, **opts))
+
+
 def test_iter_tile_rows_matches_upscale_tiled(small_net):
     img = star_field(40, 30, seed=10)
     ref = upscale_tiled(img, small_net, tile=16, pad=SMALL_PAD)

@@ -338,7 +338,12 @@ def _rows(
     feather: int,
     batch_size: int,
     progress: Progress | None,
+    target: np.ndarray | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
+    """The row generator; with ``target`` (shape ``(C, scale*H, scale*W)``) each tile row
+    is assembled in place in ``target`` instead of in a width-sized strip, and the bands
+    yielded are views of ``target`` (for :func:`upscale_tiled`: no strip grows with the
+    image width, and nothing is copied twice)."""
     c, h, w = image.shape
     th, tw = tiles
     ay = _plan_axis(h, th, pad, scale, feather)
@@ -358,7 +363,7 @@ def _rows(
     col_kept = [ax.kept(j) for j in range(ax.n)]
 
     max_rows = max(b - a for a, b in (ay.kept(i) for i in range(ay.n)))
-    strip = np.empty((c, max_rows, scale * w), dtype=np.float32)
+    strip = np.empty((c, max_rows, scale * w), dtype=np.float32) if target is None else None
     pending = np.empty((c, 2 * ay.band, scale * w), dtype=np.float32)
     batch = np.empty((min(batch_size, total), c, ph, pw), dtype=np.float32)
     expected = (c, scale * ph, scale * pw)
@@ -397,7 +402,10 @@ def _rows(
             x_a, x_b = col_kept[j]
             ox = x_a - ax.offset(j)
             tile_out = result[k, :, oy : oy + nrows, ox : ox + (x_b - x_a)]
-            dst = strip[:, :nrows, x_a:x_b]
+            # Rows already final from tile row i - 1 (its last 2 * band rows) were copied
+            # to `pending` before they are overwritten here.
+            buf = strip[:, :nrows] if strip is not None else target[:, y_a:y_b]
+            dst = buf[:, :, x_a:x_b]
             if j > 0 and ax.band:
                 # Blend with the left neighbour already in the strip: a + w * (b - a).
                 nb = 2 * ax.band
@@ -409,7 +417,7 @@ def _rows(
                 continue
 
             # Tile row i is complete: blend its top band with the pending one and emit.
-            rows = strip[:, :nrows]
+            rows = buf
             if i > 0 and ay.band:
                 _lerp_into(pending, rows[:, : 2 * ay.band], wy, dst=rows[:, : 2 * ay.band])
             if i < ay.n - 1:
@@ -469,8 +477,10 @@ def upscale_tiled(
         ``progress(done_tiles, total_tiles)``, called after every ``net`` call.
     out : ndarray, shape (C, scale*H, scale*W), optional
         Where to write the result (any float dtype, e.g. a ``np.memmap`` of ``'>f4'`` backed
-        by a FITS file). Written band by band, top to bottom, each band once and only when
-        final. A new float32 array when omitted.
+        by a FITS file). Written top to bottom, one row of tiles at a time; a float32
+        ``out`` (either byte order) also holds the row being assembled, so the last few
+        rows of each tile row are written again when the next one is blended in. A new
+        float32 array when omitted.
     feather : int, optional
         Half-width in LR pixels of the raised-cosine blend band around tile boundaries
         (``None``: :func:`default_feather`, ``pad // 8``). Pixels in the band keep
@@ -490,7 +500,7 @@ def upscale_tiled(
     ModelError
         If ``net`` returns an array of the wrong shape.
     """
-    image, _, _ = _check_args(image, scale, pad, feather, batch_size)
+    image, pad, feather = _check_args(image, scale, pad, feather, batch_size)
     c, h, w = image.shape
     shape = (c, int(scale) * h, int(scale) * w)
     if out is None:
@@ -499,18 +509,16 @@ def upscale_tiled(
         raise InputError(
             f"out: expected an array of shape {shape}, got {getattr(out, 'shape', out)!r}"
         )
-    rows = iter_tile_rows(
-        image,
-        net,
-        scale=scale,
-        tile=tile,
-        pad=pad,
-        feather=feather,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    for y0, band in rows:
-        out[:, y0 : y0 + band.shape[1], :] = band
+    tiles = choose_tile(h, w, tile)
+    args = (image, net, int(scale), tiles, pad, feather, int(batch_size), progress)
+    if isinstance(out, np.ndarray) and out.dtype.kind == "f" and out.dtype.itemsize == 4:
+        # float32 of either byte order: tile rows are assembled in `out` itself (the same
+        # float32 arithmetic as in the strip), so no width-sized strip is needed.
+        for _ in _rows(*args, target=out):
+            pass
+    else:
+        for y0, band in _rows(*args):
+            out[:, y0 : y0 + band.shape[1], :] = band
     return out
 
 
