@@ -218,6 +218,21 @@ def _pixel_gauss_1d(coord: np.ndarray, centre: float, sigma: float) -> np.ndarra
     return 0.5 * (erf((coord + 0.5 - centre) / s) - erf((coord - 0.5 - centre) / s))
 
 
+def _pixel_gauss_1d_derivs(
+    coord: np.ndarray, centre: float, sigma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pixel_gauss_1d` and its derivatives by ``centre`` and by ``log(sigma)``."""
+    from scipy.special import erf
+
+    s = np.sqrt(2.0) * sigma
+    a, b = (coord + 0.5 - centre) / s, (coord - 0.5 - centre) / s
+    ea, eb = np.exp(-a * a), np.exp(-b * b)
+    value = 0.5 * (erf(a) - erf(b))
+    d_centre = -(ea - eb) / (np.sqrt(2.0 * np.pi) * sigma)
+    d_logsig = -(a * ea - b * eb) / np.sqrt(np.pi)
+    return value, d_centre, d_logsig
+
+
 def _fit_gaussian(
     stamp: np.ndarray, good: np.ndarray, x0: float, y0: float, fwhm0: float
 ) -> tuple[float, float, float] | None:
@@ -241,10 +256,25 @@ def _fit_gaussian(
         model = flux * np.outer(_pixel_gauss_1d(yy, yc, sig), _pixel_gauss_1d(xx, xc, sig))
         return (model[good] - vals) / flux0
 
+    def jac(p):
+        # Analytic derivatives (a numerical Jacobian took 70 % of the fitting time).
+        flux, xc, yc, lsig = p
+        sig = np.exp(lsig)
+        gy, dgy_c, dgy_l = _pixel_gauss_1d_derivs(yy, yc, sig)
+        gx, dgx_c, dgx_l = _pixel_gauss_1d_derivs(xx, xc, sig)
+        cols = (
+            np.outer(gy, gx),
+            flux * np.outer(gy, dgx_c),
+            flux * np.outer(dgy_c, gx),
+            flux * (np.outer(dgy_l, gx) + np.outer(gy, dgx_l)),
+        )
+        return np.stack([c[good] for c in cols], axis=1) / flux0
+
     try:
         res = least_squares(
             resid,
             [flux0, x0, y0, np.log(sig0)],
+            jac=jac,
             method="lm",
             x_scale=[flux0, 1.0, 1.0, 1.0],
             max_nfev=200,

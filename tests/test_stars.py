@@ -123,3 +123,24 @@ def test_stars_cli_round_trip(tmp_path, sim, capsys):
     assert main(["stars", str(src), "--mask", str(mask_p)]) == 2
     assert main(["stars", str(src), "--mask", str(mask_p), "--overwrite"]) == 0
     assert main(["stars", str(tmp_path / "nope.fits")]) == 2
+
+
+@pytest.mark.parametrize(("centre", "sigma"), [(4.2, 0.8), (3.7, 2.1), (5.0, 0.35)])
+def test_gaussian_fit_jacobian_matches_finite_differences(centre, sigma):
+    """The star fits use analytic derivatives of the pixel-integrated Gaussian."""
+    from astrosleuth_astro.stars import _pixel_gauss_1d, _pixel_gauss_1d_derivs
+
+    c = np.arange(9.0)
+    value, d_centre, d_logsig = _pixel_gauss_1d_derivs(c, centre, sigma)
+    eps = 1e-6
+    num_c = (_pixel_gauss_1d(c, centre + eps, sigma) - _pixel_gauss_1d(c, centre - eps, sigma)) / (
+        2 * eps
+    )
+    num_l = (
+        _pixel_gauss_1d(c, centre, sigma * np.exp(eps))
+        - _pixel_gauss_1d(c, centre, sigma * np.exp(-eps))
+    ) / (2 * eps)
+    np.testing.assert_array_equal(value, _pixel_gauss_1d(c, centre, sigma))
+    np.testing.assert_allclose(d_centre, num_c, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(d_logsig, num_l, atol=1e-8, rtol=0)
+    assert np.abs(d_centre).max() > 0.05 and np.abs(d_logsig).max() > 0.05
