@@ -142,6 +142,11 @@ def test_plan_pad_from_receptive_field():
     # Deep nets are capped at the measured DEFAULT_PAD; unknown receptive fields get it.
     assert plan_tiling("fast", 35, "cpu").pad == 32
     assert plan_tiling("rrdb", None, "cpu", 192) == backends.Tiling(192, 32, 4)
+    # Tile cores per backend on a CPU: onnxruntime runs larger tiles faster than torch.
+    assert net.tiling.tile == backends.CPU_FAST_TILE == 256
+    onnx_plan = make_backend("default", backend="onnx").tiling
+    assert onnx_plan == backends.Tiling(backends.CPU_FAST_TILE_ONNX, 17, 1)
+    assert onnx_plan.tile == 512
 
 
 def test_planned_pad_tiles_equal_whole_image():

@@ -52,6 +52,11 @@ BF16_VALIDATED_ARCHS = frozenset({"fast"})
 #: 2.54 s, 512-px 2.96 s. Bigger tiles save context pad but their 4x activations
 #: (16 channels at 4x the tile) fall out of the caches; 256 keeps the pad cost at ~28 %.
 CPU_FAST_TILE = 256
+#: The same for onnxruntime, whose CPU kernels run larger tiles faster (grey form, per tile
+#: core pixel, median of 3 interleaved runs, 2 cores): default model 13.5 / 14.6 / 13.7
+#: MP/min at 256 / 512 / 768 px, upstream-size FAST 1.84 / 2.14 / 2.30; torch on the same
+#: upstream FAST 2.07 / 1.80 / 1.89, so torch keeps 256.
+CPU_FAST_TILE_ONNX = 512
 
 _CPUINFO = "/proc/cpuinfo"
 
@@ -176,7 +181,11 @@ class Tiling:
 
 
 def plan_tiling(
-    arch: str, receptive_field: int | None, device: str, default_tile: int = 256
+    arch: str,
+    receptive_field: int | None,
+    device: str,
+    default_tile: int = 256,
+    backend: str = "torch",
 ) -> Tiling:
     """Tile size, context pad and batch size for an architecture on a device.
 
@@ -191,6 +200,8 @@ def plan_tiling(
         Compute device.
     default_tile : int
         The registry's recommended tile (used where nothing was measured).
+    backend : {"torch", "onnx"}
+        The backend that runs the tiles.
 
     Returns
     -------
@@ -199,9 +210,10 @@ def plan_tiling(
         so that the pixels next to the blend band (``feather = pad // 8``) see the whole
         receptive field up to :data:`~astrosleuth_astro.engine.tiles.DEFAULT_PAD`
         (measured enough for the 35-px upstream FAST); else ``DEFAULT_PAD``. FAST on a
-        CPU gets :data:`CPU_FAST_TILE` cores one per call (batching large tiles gains
-        nothing on a CPU and multiplies the activation memory); elsewhere the registry
-        tile with the default batch.
+        CPU gets :data:`CPU_FAST_TILE` cores (:data:`CPU_FAST_TILE_ONNX` on
+        onnxruntime) one per call (batching large tiles gains nothing on a CPU and
+        multiplies the activation memory); elsewhere the registry tile with the default
+        batch.
     """
     from .tiles import DEFAULT_BATCH_SIZE, DEFAULT_PAD
 
@@ -209,7 +221,7 @@ def plan_tiling(
     if receptive_field is not None and receptive_field > 0:
         pad = min(DEFAULT_PAD, receptive_field + -(-receptive_field // 8))
     if arch == "fast" and device == "cpu":
-        return Tiling(CPU_FAST_TILE, pad, 1)
+        return Tiling(CPU_FAST_TILE_ONNX if backend == "onnx" else CPU_FAST_TILE, pad, 1)
     return Tiling(int(default_tile), pad, DEFAULT_BATCH_SIZE)
 
 
@@ -298,7 +310,7 @@ class Backend:
     @property
     def tiling(self) -> Tiling:
         """Tile size, context pad and batch size for this model on this device."""
-        return plan_tiling(self.arch, self.receptive_field, self.device, self.tile)
+        return plan_tiling(self.arch, self.receptive_field, self.device, self.tile, self.name)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Upscale ``(N, 3, h, w)`` float32 in [0, 1] to ``(N, 3, 4h, 4w)`` float32."""
