@@ -203,6 +203,19 @@ def test_memmap_float32_input(tmp_path):
     assert sha256(src) == before
 
 
+def test_memmap_reads_the_chosen_extension(tmp_path):
+    """The map starts at the chosen HDU's data, not the file's first data block."""
+    src = tmp_path / "mef.fits"
+    first = _ramp(np.float32, 0, 1, (H, W))
+    second = _ramp(np.float32, 100, 200, (2 * H, W + 3))
+    fits.HDUList([fits.PrimaryHDU(first), fits.ImageHDU(second, name="SCI")]).writeto(src)
+    for hdu in (0, 1, "SCI"):
+        mapped, copied = read_fits(src, hdu=hdu, memmap=True), read_fits(src, hdu=hdu)
+        assert isinstance(mapped.data, np.memmap)
+        np.testing.assert_array_equal(mapped.data, copied.data)
+    np.testing.assert_array_equal(read_fits(src, hdu="SCI", memmap=True).data[0], second)
+
+
 @pytest.mark.parametrize("case", ["uint16_bzero", "float32_bscale", "gzip"])
 def test_memmap_falls_back_to_a_native_copy(tmp_path, case):
     """Data that needs scaling or decompression is converted as without memmap."""
