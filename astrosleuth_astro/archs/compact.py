@@ -237,6 +237,11 @@ def mono_variant(model: nn.Module) -> nn.Module | None:
     return None
 
 
+#: Output pixels at each image border where :class:`FoldedCompactSR` may differ from the
+#: plain network (1.5 LR pixels at 4x; inside every tile's cropped context).
+FOLD_RING = 6
+
+
 def fold_upsampling(model: nn.Module) -> nn.Module:
     """The :class:`FoldedCompactSR` form of a :class:`CompactSR`; other modules unchanged."""
     return FoldedCompactSR(model) if isinstance(model, CompactSR) else model

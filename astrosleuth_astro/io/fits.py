@@ -489,7 +489,8 @@ def _read_hdu(
     blank = header.get("BLANK") if bitpix > 0 else None
     compressed = isinstance(chosen, fits.CompImageHDU)
 
-    if not compressed and not _file_is_compressed(path):
+    plain_file = not compressed and not _file_is_compressed(path)
+    if plain_file:
         # A header whose data is cut off (or absent): astropy would only warn.
         needed = chosen.fileinfo()["datLoc"] + abs(bitpix) // 8 * math.prod(shape)
         actual = os.path.getsize(path)
@@ -498,9 +499,7 @@ def _read_hdu(
                 f"{path}: truncated FITS file (HDU {index} needs {needed} bytes, "
                 f"the file has {actual})"
             )
-    mappable = (
-        memmap and bitpix == -32 and bscale == 1 and bzero == 0 and not compressed
-    ) and not _file_is_compressed(path)
+    mappable = memmap and plain_file and bitpix == -32 and bscale == 1 and bzero == 0
     if not mappable:
         _check_memory_to_read(path, shape)
     try:

@@ -392,12 +392,9 @@ class OnnxModel:
         self.path = Path(path)
         if providers is None:
             providers = _onnx_providers(device, ort.get_available_providers())
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3  # errors only: keep the CLI's stderr clean
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=so, providers=providers
+                str(self.path), sess_options=_session_options(), providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(
@@ -503,11 +500,10 @@ class OnnxModel:
             edited = grey_graph(onnx.load(str(self.path)))
             if edited is None:
                 return None
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.log_severity_level = 3
             session = ort.InferenceSession(
-                edited.SerializeToString(), sess_options=so, providers=self.session.get_providers()
+                edited.SerializeToString(),
+                sess_options=_session_options(),
+                providers=self.session.get_providers(),
             )
         except Exception:  # noqa: BLE001 - optional speed-up: the generic path still works
             return None
@@ -556,6 +552,16 @@ class OnnxModel:
                 f"{self.path}: ONNX output shape {out.shape} is not the expected {expected}"
             )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _session_options() -> Any:
+    """onnxruntime session options for every AstroSleuth session."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only: keep the CLI's stderr clean
+    return so
 
 
 def _onnx_providers(device: str, available: list[str]) -> list[str]:

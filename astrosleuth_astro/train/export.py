@@ -78,13 +78,14 @@ def check_onnx(
     """
     import onnxruntime as ort
 
-    from ..archs.compact import fold_upsampling
+    from ..archs.compact import FOLD_RING, fold_upsampling
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    folded = sess.get_modelmeta().custom_metadata_map.get("astrosleuth.folded") == "1"
     rng = np.random.default_rng(seed)
     worst = 0.0
     model = model.eval().float()
+    meta = sess.get_modelmeta().custom_metadata_map
+    folded = fold_upsampling(model).eval() if meta.get("astrosleuth.folded") == "1" else None
     # NEXT exports take their options as extra inputs; zeros are the neutral options the
     # torch module runs with by default (no conditioning, no colour matching).
     extra = {
@@ -97,13 +98,14 @@ def check_onnx(
         (y_ort,) = sess.run(["output"], {"input": x, **extra})
         with torch.no_grad():
             y_t = model(torch.from_numpy(x)).numpy()
-            y_f = fold_upsampling(model).eval()(torch.from_numpy(x)).numpy() if folded else None
+            y_f = folded(torch.from_numpy(x)).numpy() if folded is not None else None
         if y_ort.shape != y_t.shape:
             raise RuntimeError(f"{path}: onnx output shape {y_ort.shape} != torch {y_t.shape}")
         if y_f is None:
             worst = max(worst, float(np.abs(y_ort - y_t).max()))
         else:
-            inner = (..., slice(6, -6), slice(6, -6))
+            ring = slice(FOLD_RING, -FOLD_RING)
+            inner = (..., ring, ring)
             worst = max(
                 worst,
                 float(np.abs(y_ort - y_f).max()),
