@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._version import __version__
+from .conserve import resolve_mode
 from .errors import InputError
 from .io import (
     LoadedImage,
@@ -80,7 +81,9 @@ def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
     return upscale_array(data, net, scale=scale, **options)
 
 
-def _header_out(header: fits.Header | None, stretch: Stretch, scale: int, net) -> fits.Header:
+def _header_out(
+    header: fits.Header | None, stretch: Stretch, scale: int, net, flux: bool | str = False
+) -> fits.Header:
     hdr = rescale_header(header if header is not None else fits.Header(), scale)
     # Always record the data range (the writers recompute it from the output): Siril takes a
     # float file without DATAMAX > 2 that says Siril wrote it for its own [0, 1] data.
@@ -95,6 +98,7 @@ def _header_out(header: fits.Header | None, stretch: Stretch, scale: int, net) -
         stretch=stretch.kind,
         version=__version__,
         precision=getattr(net, "precision", None),
+        flux=resolve_mode(flux),
     )
 
 
@@ -137,6 +141,7 @@ def upscale(
     progress: Callable[[int, int], None] | None = None,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
+    conserve_flux: bool | str = False,
     **model_options: Any,
 ) -> Any:
     """Upscale an image and keep its units, header and WCS.
@@ -171,6 +176,11 @@ def upscale(
         pixels outside them are unchanged (:mod:`astrosleuth_astro.protect`).
     protect_strength : float
         0 to 1, the strength of the star protection.
+    conserve_flux : {False, True, "off", "sources", "all"}
+        Give input pixels their flux back exactly (after star protection):
+        ``"sources"`` (or ``True``) the pixels of stars and other sources, ``"all"`` every
+        pixel; binning the output by 4 then gives the input back there
+        (:mod:`astrosleuth_astro.conserve`).
     **model_options
         Passed to the model (e.g. NEXT's conditioning strengths).
 
@@ -206,20 +216,21 @@ def upscale(
         progress=progress,
         protect_stars=protect_stars,
         protect_strength=protect_strength,
+        conserve_flux=conserve_flux,
     )
 
     if isinstance(obj, hdu_types):
         if obj.data is None:
             raise InputError("HDU: has no image data")
         result = _run(obj.data, net, scale, **opts)
-        header = _header_out(obj.header, result.stretch, scale, net)
+        header = _header_out(obj.header, result.stretch, scale, net, conserve_flux)
         cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
         return cls(data=result.data, header=header)
 
     if isinstance(obj, NDData):
         result = _run(np.asarray(obj.data), net, scale, **opts)
         src_header = _nddata_header(obj)
-        header = _header_out(src_header, result.stretch, scale, net)
+        header = _header_out(src_header, result.stretch, scale, net, conserve_flux)
         kwargs: dict[str, Any] = {"meta": header}
         if getattr(obj, "unit", None) is not None:
             kwargs["unit"] = obj.unit
@@ -305,7 +316,8 @@ def upscale_file(
         Replace an existing ``dst``.
     **options
         ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``,
-        ``protect_stars``, ``protect_strength`` and model options, as for :func:`upscale`.
+        ``protect_stars``, ``protect_strength``, ``conserve_flux`` and model options, as
+        for :func:`upscale`.
 
     Returns
     -------
@@ -329,6 +341,7 @@ _PIPELINE_OPTIONS = {
     "progress",
     "protect_stars",
     "protect_strength",
+    "conserve_flux",
 }
 
 
@@ -417,6 +430,7 @@ def upscale_image(
     memmap_threshold: int = MEMMAP_THRESHOLD,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
+    conserve_flux: bool | str = False,
     timings: dict[str, float] | None = None,
 ) -> UpscaleReport:
     """Upscale an image already read by :func:`astrosleuth_astro.io.read_image` into ``dst``.
@@ -445,10 +459,11 @@ def upscale_image(
         progress=progress,
         protect_stars=protect_stars,
         protect_strength=protect_strength,
+        conserve_flux=conserve_flux,
         timings=timings,
     )
     out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
-    header = _header_out(image.header, fitted, scale, net)
+    header = _header_out(image.header, fitted, scale, net, conserve_flux)
     nbytes = 4 * int(np.prod(out_shape))
     memmapped = image_format(dst) == "fits" and nbytes > memmap_threshold
     _check_room(dst, np.shape(data), out_shape, scale, memmapped)

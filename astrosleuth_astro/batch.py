@@ -176,6 +176,7 @@ class JobOptions:
     luminance_only: bool = False
     protect_stars: bool = False
     protect_strength: float = 1.0
+    conserve_flux: str = "off"
     overwrite: bool = False
 
 
@@ -782,6 +783,7 @@ def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
             luminance_only=options.luminance_only,
             protect_stars=options.protect_stars,
             protect_strength=options.protect_strength,
+            conserve_flux=options.conserve_flux,
         )
     except AstroSleuthError as exc:
         return _failed(job, str(exc), exc.exit_code, time.perf_counter() - start)
@@ -1232,6 +1234,7 @@ def run_from_args(args: Any, hdu: int | str | None, model_options: dict) -> int:
             luminance_only=args.luminance_only,
             protect_stars=args.protect_stars,
             protect_strength=args.protect_strength,
+            conserve_flux=getattr(args, "conserve_flux", "off"),
             overwrite=args.overwrite,
         ),
         quiet=args.quiet or args.json,

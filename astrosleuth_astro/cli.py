@@ -73,6 +73,16 @@ def _add_upscale(sub) -> None:
         metavar="X",
         help="star protection strength, 0..1 (default 1)",
     )
+    p.add_argument(
+        "--conserve-flux",
+        nargs="?",
+        const="sources",
+        default="off",
+        metavar="MODE",
+        help="give input pixels their flux back exactly (binning the output by 4 gives the "
+        "input): 'sources' (the default MODE) for stars and other sources, 'all' for every "
+        "pixel, 'off' (default: off)",
+    )
     nxt = p.add_argument_group("NEXT model options (AstroSleuthNEXT only)")
     nxt.add_argument("--star-strength", type=float, metavar="X", help="star conditioning, -1..1")
     nxt.add_argument(
@@ -153,6 +163,9 @@ def _cmd_upscale(args) -> int:
         raise InputError(
             f"--protect-strength: must be between 0 and 1, got {args.protect_strength}"
         )
+    from .conserve import resolve_mode
+
+    args.conserve_flux = resolve_mode(args.conserve_flux)
     hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
     from .engine.backends import PRECISIONS
 
@@ -201,6 +214,7 @@ def _cmd_upscale(args) -> int:
                 progress=progress,
                 protect_stars=args.protect_stars,
                 protect_strength=args.protect_strength,
+                conserve_flux=args.conserve_flux,
             )
         reports.append(report)
         if not args.quiet and not args.json:

@@ -312,6 +312,12 @@ class BandTask:
     target: str
     offset: int
     out_hw: tuple[int, int]
+    #: Flux conservation (:mod:`astrosleuth_astro.conserve`): mode, the whole input's
+    #: source level per channel, and the filled linear input it reads.
+    conserve_flux: str = "off"
+    flux_threshold: np.ndarray | None = None
+    work: str | None = None
+    hi: np.ndarray | None = None
 
 
 def _pipeline_defaults() -> tuple[int, int | None]:
@@ -385,7 +391,9 @@ def process_banded(
         overwrite = options.overwrite or state != MISSING
         tasks, scratch = _prepare(image, job, options, bands, tile, plan)
         try:
-            header = _header_out(image.header, tasks[0].stretch, options.scale, net)
+            header = _header_out(
+                image.header, tasks[0].stretch, options.scale, net, options.conserve_flux
+            )
             del image
             with open_fits_output(job.output, shape, header, overwrite=overwrite) as out:
                 target, offset = str(out.filename), int(out.offset)
@@ -419,6 +427,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
     fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
+    from .conserve import resolve_mode, source_threshold
     from .io.atomic import TEMP_PREFIX
     from .pipeline import prepare
     from .stretch import fit_stretch
@@ -428,6 +437,8 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
         stretch = "none"
     prep = prepare(image.restore_shape(image.data), fit_stretch(image.data, stretch))
     n_ch, h, w = prep.chw.shape
+    flux_mode = resolve_mode(options.conserve_flux)
+    threshold = source_threshold(prep.chw) if flux_mode == "sources" else None
 
     scratch = Path(
         tempfile.mkdtemp(
@@ -446,6 +457,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
             "residual": save("residual", prep.residual) if prep.residual is not None else None,
             "bad": save("bad", prep.bad) if prep.bad is not None else None,
             "orig": save("orig", prep.chw) if prep.bad is not None else None,
+            "work": save("work", prep.work) if flux_mode != "off" else None,
         }
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -469,6 +481,9 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
             target="",
             offset=0,
             out_hw=(scale * h, scale * w),
+            conserve_flux=flux_mode,
+            flux_threshold=threshold,
+            hi=prep.hi,
             **paths,
         )
         for i, rows in enumerate(bands)
@@ -522,7 +537,12 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
 
     aux = {
         name: (np.load(path, mmap_mode="r") if path else None)
-        for name, path in (("residual", task.residual), ("bad", task.bad), ("orig", task.orig))
+        for name, path in (
+            ("residual", task.residual),
+            ("bad", task.bad),
+            ("orig", task.orig),
+            ("work", task.work),
+        )
     }
     aux["stretched"] = stretched
     edges = list(range(a, b, band_rows(w))) + [b]
@@ -567,11 +587,12 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
 def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
     """Steps 3-7 of the pipeline for input rows ``[a, b)``, with the whole-image values
     that the client prepared (the pipeline's own :func:`to_linear` and :func:`finish_rows`)."""
-    from .pipeline import Prepared, finish_rows, to_linear
+    from .pipeline import FluxKeeper, Prepared, finish_rows, to_linear
 
     prep = Prepared(
         chw=aux["orig"],
-        work=aux["stretched"],  # not used after preparation
+        # The filled linear input, which only flux conservation reads after preparation.
+        work=aux["work"] if aux["work"] is not None else aux["stretched"],
         bad=aux["bad"],
         stretch=task.stretch,
         stretched=aux["stretched"],
@@ -579,8 +600,11 @@ def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) ->
         lo=task.lo,
         constant=task.constant,
         was_2d=False,
+        hi=task.hi,
     )
     lin = to_linear(prep, band, (a, b), luminance_only=task.luminance_only)
+    if task.conserve_flux != "off":
+        FluxKeeper(prep, task.conserve_flux, task.flux_threshold).apply(lin, a, b)
     return finish_rows(prep, lin, (a, b), task.scale)
 
 

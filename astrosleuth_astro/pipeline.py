@@ -18,9 +18,12 @@
 6. Optionally (``protect_stars``), stars are repaired inside their footprints on the
    native 4x grid (:mod:`astrosleuth_astro.protect`): stars are detected once on the whole
    linear input, and pixels outside the dilated footprints are not touched.
-7. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
+7. Optionally (``conserve_flux``), every input pixel that holds a source (or every input
+   pixel) gets its flux back exactly: its 4x4 output pixels are corrected to average to
+   its value (:mod:`astrosleuth_astro.conserve`).
+8. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
 
-Steps 4-7 run band by band over output rows, so the output may be a memory-mapped array.
+Steps 4-8 run band by band over output rows, so the output may be a memory-mapped array.
 Without star protection, steps 1-2 are not applied to the whole image either: the
 stretched input, the clipped residual and the non-finite mask are computed one band of
 rows at a time as the tiles and bands read them (:class:`RowSource`), so memory does not
@@ -36,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conserve import conserve_flux as _conserve
+from .conserve import resolve_mode, source_mask, source_threshold
 from .engine.backends import repeat_mean
 from .engine.tiles import upscale_tiled
 from .errors import InputError
@@ -184,6 +189,8 @@ class Prepared:
         The clipped residual (None when the stretch clips nothing).
     lo : ndarray, shape (C,)
         Channel minimum of ``work``.
+    hi : ndarray, shape (C,) or None
+        Channel maximum of ``work`` (the ceiling of flux conservation).
     constant : ndarray of bool, shape (C,)
         Channels with a single value: they come out exactly constant.
     was_2d : bool
@@ -198,6 +205,7 @@ class Prepared:
     lo: np.ndarray
     constant: np.ndarray
     was_2d: bool
+    hi: np.ndarray | None = None
 
 
 class RowSource:
@@ -344,6 +352,7 @@ def _prepare_lazy(chw: np.ndarray, was_2d: bool, stretch: str | Stretch) -> Prep
         lo=lo,
         constant=lo == hi,
         was_2d=was_2d,
+        hi=hi,
     )
 
 
@@ -392,6 +401,7 @@ def prepare(data: np.ndarray, stretch: str | Stretch = "auto", lazy: bool = Fals
         lo=lo,
         constant=lo == hi,
         was_2d=was_2d,
+        hi=hi,
     )
 
 
@@ -434,6 +444,43 @@ def to_linear(
     return lin
 
 
+class FluxKeeper:
+    """Step 7 band by band: :func:`~astrosleuth_astro.conserve.conserve_flux` on the
+    native 4x rows of input rows ``[a, b)``, with the source threshold fitted once on the
+    whole input (so bands agree) and the source mask grown across band edges.
+
+    Parameters
+    ----------
+    prep : Prepared
+    mode : {"sources", "all"}
+    threshold : ndarray, shape (C,), optional
+        Source level per channel (default: :func:`~astrosleuth_astro.conserve.source_threshold`
+        of the whole input); a banded run passes the one its client computed.
+    """
+
+    def __init__(self, prep: Prepared, mode: str, threshold: np.ndarray | None = None) -> None:
+        self.prep, self.mode = prep, mode
+        if mode == "sources" and threshold is None:
+            threshold = source_threshold(prep.chw)
+        self.threshold = threshold
+        self.grow = 1 if mode == "sources" else 0
+
+    def apply(self, lin: np.ndarray, a: int, b: int) -> np.ndarray:
+        prep, g = self.prep, self.grow
+        h = prep.stretched.shape[-2]
+        lo, hi = max(0, a - g), min(h, b + g)
+        ctx = np.asarray(prep.work[:, lo:hi, :], dtype=np.float32)
+        lr = ctx[:, a - lo : a - lo + (b - a)]
+        mask = None
+        if self.mode == "sources":
+            mask = source_mask(ctx, self.threshold, g)[:, a - lo : a - lo + (b - a)]
+        if prep.bad is not None:
+            good = ~np.asarray(prep.bad[:, a:b, :])
+            mask = good if mask is None else mask & good
+        bounds = None if prep.hi is None else (prep.lo, prep.hi)
+        return _conserve(lin, lr, prep.stretch, mask, NATIVE_SCALE, bounds)
+
+
 def finish_rows(prep: Prepared, lin: np.ndarray, rows: tuple[int, int], scale: int) -> np.ndarray:
     """Steps 7 and 1 (undone) for input rows ``rows``: resample to ``scale``, restore
     constant channels and non-finite pixels. ``lin`` covers every column at 4x."""
@@ -465,6 +512,7 @@ def upscale_array(
     work: np.ndarray | None = None,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
+    conserve_flux: bool | str = False,
     timings: dict[str, float] | None = None,
 ) -> PipelineResult:
     """Upscale a linear (or display-referred) image with a 4x network.
@@ -500,12 +548,18 @@ def upscale_array(
         :mod:`astrosleuth_astro.protect`.
     protect_strength : float
         0 to 1: how strongly stars are pulled to the repaired target (1 = fully).
+    conserve_flux : {False, True, "off", "sources", "all"}
+        Give input pixels their flux back exactly, after star protection: ``"sources"``
+        (or ``True``) those more than 5 background sigmas above the background and their
+        neighbours, ``"all"`` every finite pixel. The output binned by 4 then equals the
+        input there. See :mod:`astrosleuth_astro.conserve`.
     timings : dict, optional
         When given, wall-clock seconds per stage are added to it (keys
         :data:`TIMED_STAGES`: ``stretch`` = masking, fitting and applying the stretch;
         ``stars`` = star detection and protection; ``network`` = the network calls;
         ``tiling`` = the rest of the tiled engine (gathering tiles, blending);
-        ``inverse`` = inverse stretch, clipped residual, resampling; ``write`` = copying
+        ``inverse`` = inverse stretch, clipped residual, flux conservation, resampling;
+        ``write`` = copying
         finished rows into ``out``).
 
     Returns
@@ -516,6 +570,7 @@ def upscale_array(
         raise InputError(f"--scale: {scale} is not supported (choose from 1, 2, 3, 4)")
     if tile is not None and tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
+    flux_mode = resolve_mode(conserve_flux)
     with clock(timings, "stretch"):
         # Star protection needs the whole linear input; otherwise nothing whole-image is
         # built: the stretch (and residual, mask) is applied band by band as rows are read.
@@ -573,6 +628,7 @@ def upscale_array(
         with clock(timings, "stars"):
             protector.prepare(native_block)
 
+    flux = FluxKeeper(prep, flux_mode) if flux_mode != "off" else None
     step = band_rows(w)
     for a in range(0, h, step):
         b = min(h, a + step)
@@ -583,6 +639,8 @@ def upscale_array(
             with clock(timings, "stars"):
                 protector.apply(lin, a, b)
         with clock(timings, "inverse"):
+            if flux is not None:
+                flux.apply(lin, a, b)
             rows = finish_rows(prep, lin, (a, b), scale)
         with clock(timings, "write"):
             out[:, scale * a : scale * b, :] = rows

@@ -176,6 +176,7 @@ def build_output_header(
     model: str,
     sha256: str,
     data: np.ndarray | None = None,
+    flux: str | None = None,
 ) -> fits.Header:
     """The complete header of the upscaled image, for ``set_image_metadata_from_header_string``.
 
@@ -193,6 +194,9 @@ def build_output_header(
         Provenance (``ASTSL*`` keywords and a HISTORY card).
     data : ndarray, optional
         The new pixels: DATAMIN/DATAMAX are recomputed from them when present.
+    flux : str, optional
+        Flux conservation mode, recorded as ``ASTSLFLX`` (see
+        :func:`astrosleuth_astro.io.add_provenance`).
 
     Returns
     -------
@@ -205,7 +209,13 @@ def build_output_header(
 
     hdr = rescale_header(header, scale)
     add_provenance(
-        hdr, model=model, sha256=sha256, scale=scale, stretch=stretch, version=__version__
+        hdr,
+        model=model,
+        sha256=sha256,
+        scale=scale,
+        stretch=stretch,
+        version=__version__,
+        flux=flux,
     )
     out = output_header(hdr, tuple(shape))
     if data is not None:
@@ -522,6 +532,17 @@ def _restore(siril: Any, pixels: np.ndarray, header_text: str | None) -> bool:
     return True
 
 
+def _flux_options(conserve_flux: bool | str | None) -> dict[str, Any]:
+    from .conserve import resolve_mode
+
+    mode = resolve_mode(conserve_flux)
+    if mode == "off":
+        return {}
+    if "conserve_flux" not in inspect.signature(_upscale_array()).parameters:
+        raise InputError(f"flux conservation: not available in astrosleuth-astro {__version__}")
+    return {"conserve_flux": mode}
+
+
 def upscale_current_image(
     siril: Any,
     *,
@@ -531,6 +552,7 @@ def upscale_current_image(
     luminance_only: bool = False,
     protect_stars: bool = False,
     protect_strength: float | None = None,
+    conserve_flux: bool | str | None = None,
     backend: str = "auto",
     device: str = "cpu",
     tile: int | None = None,
@@ -577,6 +599,9 @@ def upscale_current_image(
         Star protection (passed to the pipeline when this version has it; an error
         otherwise). ``protect_strength`` sets its strength.
     protect_strength : float, optional
+    conserve_flux : {None, False, True, "off", "sources", "all"}
+        Give input pixels their flux back exactly (:mod:`astrosleuth_astro.conserve`);
+        ``True`` means ``"sources"``.
     backend : {"auto", "torch", "onnx"}
     device : {"cpu", "cuda", "mps"}
         See :func:`choose_device` for the script's CPU/GPU switch.
@@ -598,6 +623,7 @@ def upscale_current_image(
     try:
         s = _validate(scale, stretch, tile, batch_size)
         star_opts = _star_options(protect_stars, protect_strength)
+        flux_opts = _flux_options(conserve_flux)
         if hasattr(siril, "is_image_loaded") and not siril.is_image_loaded():
             raise InputError("no image is loaded in Siril; open an image (not a sequence) first")
         from .api import get_backend
@@ -640,6 +666,7 @@ def upscale_current_image(
                 batch_size=int(batch_size),
                 progress=_progress_callback(siril, label),
                 **star_opts,
+                **flux_opts,
             )
             new_pixels = from_pipeline_output(result.data, pixels)
             new_header = build_output_header(
@@ -651,6 +678,7 @@ def upscale_current_image(
                 model=model_name,
                 sha256=str(getattr(net, "sha256", "")),
                 data=new_pixels,
+                flux=flux_opts.get("conserve_flux", "off"),
             )
             new_text = siril_header_string(new_header)
             undo = _truncate_utf8(

@@ -184,6 +184,27 @@ class Stretch:
             v *= a
         return self._denorm_(v).astype(dtype, copy=False)
 
+    def slope(self, x: np.ndarray) -> np.ndarray:
+        """Derivative of :meth:`forward` with respect to ``x``, per pixel, in float64.
+
+        Where :meth:`forward` clips (outside ``[black, white]``) this is the slope at the
+        nearest end of the range, so it is always positive and finite: it says how much a
+        small linear change at a pixel moves that pixel on the screen.
+        """
+        x64 = np.asarray(x, dtype=np.float64)
+        span = self._col(self.white, x64.ndim) - self._col(self.black, x64.ndim)
+        u = np.clip(self._norm(x64), 0.0, 1.0)
+        if self.kind == "mtf":
+            m = self._col(self.param, u.ndim)
+            # d/du of (m - 1) u / ((2m - 1) u - m)
+            du = m * (1.0 - m) / ((2.0 * m - 1.0) * u - m) ** 2
+        elif self.kind == "asinh":
+            a = self._col(self.param, u.ndim)
+            du = 1.0 / (np.sqrt(a * a + u * u) * np.arcsinh(1.0 / a))
+        else:
+            du = np.ones_like(u)
+        return du / span
+
     def clip_residual(self, x: np.ndarray) -> np.ndarray:
         """What :meth:`forward` loses by clipping: ``x - inverse(forward(x))``.
 

@@ -20,7 +20,7 @@ Usage::
 
     python bench/model_targets.py --model default \\
         --config astrosleuth_astro/train/configs/default.toml --data ../shared/data \\
-        [--json targets.json] [--protect-stars]
+        [--json targets.json] [--protect-stars] [--conserve-flux [sources|all]]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _flux_ratio(lr: np.ndarray, sr: np.ndarray) -> tuple[float | None, int]:
     return m["flux_ratio_median"], int(m["n_stars"])
 
 
-def synthetic(net, cfg, n: int, size: int, protect: bool) -> list[dict]:
+def synthetic(net, cfg, n: int, size: int, protect: bool, flux: str = "off") -> list[dict]:
     rows = []
     for i in range(n):
         rng = np.random.default_rng([SIM_SEED, i])
@@ -74,7 +74,7 @@ def synthetic(net, cfg, n: int, size: int, protect: bool) -> list[dict]:
         kw["channels"] = 1
         res = simulate((size, size), scale=SCALE, seed=rng, **kw)
         lr, truth = res.lr.reshape(1, size, size), res.hr.reshape(1, size * SCALE, size * SCALE)
-        sr = asa.upscale(lr[0], model=net, protect_stars=protect)[None]
+        sr = asa.upscale(lr[0], model=net, protect_stars=protect, conserve_flux=flux)[None]
         row = {"image": f"sim{i}", "fwhm_lr_px": kw["fwhm"], **score(lr, sr, truth)}
         row["flux_ratio_median"], row["n_stars"] = _flux_ratio(lr[0], sr[0])
         rows.append(row)
@@ -92,7 +92,7 @@ def _held_out(data: np.ndarray, holdout: float, cap: int) -> np.ndarray:
     return np.ascontiguousarray(part[:, y : y + hh, x : x + ww], dtype=np.float64)
 
 
-def real(net, cfg, root: str, cap: int, protect: bool) -> list[dict]:
+def real(net, cfg, root: str, cap: int, protect: bool, flux: str = "off") -> list[dict]:
     from pathlib import Path
 
     d = cfg.data
@@ -115,7 +115,7 @@ def real(net, cfg, root: str, cap: int, protect: bool) -> list[dict]:
     for name, hr in items:
         lr = area_downsample(hr, SCALE)
         inp = lr[0] if lr.shape[0] == 1 else lr
-        sr = asa.upscale(inp, model=net, protect_stars=protect)
+        sr = asa.upscale(inp, model=net, protect_stars=protect, conserve_flux=flux)
         sr = sr.reshape(hr.shape)
         row = {"image": name, "lr_shape": list(lr.shape[1:]), **score(lr, sr, hr)}
         row["flux_ratio_median"], row["n_stars"] = _flux_ratio(
@@ -134,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="synthetic LR side, px (default 128)")
     ap.add_argument("--cap", type=int, default=1024, help="largest HR side of a real crop, px")
     ap.add_argument("--protect-stars", action="store_true")
+    ap.add_argument("--conserve-flux", nargs="?", const="sources", default="off")
     ap.add_argument("--json", help="write the rows and the summary here")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
     net = asa.get_backend(args.model)
-    sim_rows = synthetic(net, cfg, args.fields, args.size, args.protect_stars)
-    real_rows = real(net, cfg, args.data, args.cap, args.protect_stars) if args.data else []
+    flux = args.conserve_flux
+    sim_rows = synthetic(net, cfg, args.fields, args.size, args.protect_stars, flux)
+    real_rows = real(net, cfg, args.data, args.cap, args.protect_stars, flux) if args.data else []
 
     def fr(rows):
         v = [r["flux_ratio_median"] for r in rows if r["flux_ratio_median"] is not None]
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "model": args.model,
         "protect_stars": args.protect_stars,
+        "conserve_flux": flux,
         "sim_gain_db_min": min(r["gain_db"] for r in sim_rows),
         "sim_gain_db_mean": float(np.mean([r["gain_db"] for r in sim_rows])),
         "real_gain_db": {r["image"]: r["gain_db"] for r in real_rows},
@@ -162,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     frs = [v for v in (summary["flux_ratio_median_sim"], summary["flux_ratio_median_real"]) if v]
     summary["target_flux_2pct"] = bool(frs) and bool(all(abs(v - 1.0) <= 0.02 for v in frs))
 
-    print(f"model {args.model}{' +protect-stars' if args.protect_stars else ''}")
+    flags = (" +protect-stars" if args.protect_stars else "") + (
+        f" +conserve-flux={flux}" if flux != "off" else ""
+    )
+    print(f"model {args.model}{flags}")
     print(f"{'image':48s} {'PSNR':>7s} {'bicubic':>7s} {'gain':>6s} {'flux':>6s} {'stars':>5s}")
     for r in sim_rows + real_rows:
         f = r["flux_ratio_median"]

@@ -39,6 +39,7 @@ Use with pyscript (scripts, siril-cli)
 
     pyscript AstroSleuth_Upscale.py [-model=NAME|FILE] [-scale=1|2|3|4]
         [-stretch=auto|mtf|asinh|none] [-protect_stars] [-protect_strength=X]
+        [-conserve_flux[=sources|all]]
         [-luminance_only] [-device=cpu|gpu] [-tile=N]
         [-star_strength=X] [-detail_strength=X] [-spikes_strength=X]
         [-cond_strength=X] [-color_matching]
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-stretch", default="auto", choices=STRETCHES)
     p.add_argument("-protect_stars", action="store_true")
     p.add_argument("-protect_strength", type=float, default=None)
+    p.add_argument(
+        "-conserve_flux", nargs="?", const="sources", default=None, choices=("sources", "all")
+    )
     p.add_argument("-luminance_only", action="store_true")
     p.add_argument("-device", default="cpu", type=str.lower, choices=DEVICES)
     p.add_argument("-tile", type=int, default=None)
@@ -207,6 +211,7 @@ def run_dialog(siril) -> int:
         "scale": tk.IntVar(value=4),
         "stretch": tk.StringVar(value="auto"),
         "protect_stars": tk.BooleanVar(value=False),
+        "conserve_flux": tk.BooleanVar(value=False),
         "protect_strength": tk.DoubleVar(value=1.0),
         "luminance_only": tk.BooleanVar(value=False),
         "device": tk.StringVar(value="cpu"),
@@ -292,6 +297,14 @@ def run_dialog(siril) -> int:
         protect.state(["disabled"])
         strength.state(["disabled"])
         tip(protect, "Star protection needs a newer astrosleuth-astro.")
+    keep = ttk.Checkbutton(opts, text="Conserve flux", variable=v["conserve_flux"])
+    keep.grid(row=row, column=0, columnspan=2, sticky="w", pady=2)
+    tip(
+        keep,
+        "Give stars and other sources their flux back exactly: binning the result "
+        "back to the original size gives the original pixels there.",
+    )
+    row += 1
     lum = ttk.Checkbutton(opts, text="Luminance only (colour images)", variable=v["luminance_only"])
     lum.grid(row=row, column=0, columnspan=2, sticky="w", pady=2)
     tip(lum, "Take the luminance from the network and the colour from the input.")
@@ -347,6 +360,7 @@ def run_dialog(siril) -> int:
             "protect_strength": round(float(v["protect_strength"].get()), 3)
             if v["protect_stars"].get() and star_ok
             else None,
+            "conserve_flux": "sources" if v["conserve_flux"].get() else None,
             "luminance_only": bool(v["luminance_only"].get()),
             "device": v["device"].get(),
             "tile": None,

@@ -303,7 +303,11 @@ def test_local_bands_equal_single_run(capsys, tiny_fast_model, tmp_path, monkeyp
     data[0, 150:, :5] = np.inf
     fits.writeto(src, data, fits.getheader(tmp_path / "m.fits"))
     # Bands in this process, then in 2 worker processes.
-    for extra in (("--jobs", "1"), ("--jobs", "2", "--scale", "3", "--luminance-only")):
+    for extra in (
+        ("--jobs", "1"),
+        ("--jobs", "2", "--scale", "3", "--luminance-only"),
+        ("--jobs", "2", "--conserve-flux"),  # the source level is the whole image's
+    ):
         ref, banded = tmp_path / "ref.fits", tmp_path / "banded.fits"
         for p in (ref, banded):
             p.unlink(missing_ok=True)

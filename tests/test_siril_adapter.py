@@ -525,6 +525,20 @@ def test_star_protection_passed_through_only_when_the_pipeline_has_it(tiny_net, 
     assert "stars protected" in fake.logs[-1]
 
 
+def test_flux_conservation_reaches_the_pipeline_and_the_header(tiny_net):
+    data = field((20, 24), seed=9).astype(np.float32)
+    fake = StandInSiril(data, None)
+    siril.upscale_current_image(fake, model=tiny_net, conserve_flux="all")
+    binned = fake.pixels.reshape(20, 4, 24, 4).mean(axis=(1, 3), dtype=np.float64)
+    np.testing.assert_allclose(binned, data, rtol=1e-6)
+    assert fake.header()["ASTSLFLX"] == "all"
+    fake = StandInSiril(data, None)
+    with pytest.raises(siril.SirilUpscaleError):
+        siril.upscale_current_image(fake, model=tiny_net, conserve_flux="stars")
+    assert "--conserve-flux" in fake.logs[0] and fake.lock_entries == 0
+    assert np.array_equal(fake.pixels, data)
+
+
 def test_dtype_conversion_rounds_and_clips():
     like16 = np.zeros((2, 2), np.uint16)
     res = np.array([[-3.0, 1.49], [1.5, 70000.0]], np.float32)
@@ -642,6 +656,18 @@ def test_script_pyscript_path(monkeypatch, tiny_fast_model):
     assert ("ensure_installed", ("astrosleuth-astro",), "~=0.1.0") in calls
     assert any("running on the CPU" in line for line in fake.logs)  # no GPU here
     assert "upscaled x2" in fake.logs[-1] and not fake.connected
+
+
+def test_script_conserve_flux_option(monkeypatch, tiny_fast_model):
+    data = field((16, 20), seed=3).astype(np.float32)
+    fake = StandInSiril(data, None)
+    script = load_script(monkeypatch, fake, [])
+    assert script.parse_options(["-conserve_flux"])["conserve_flux"] == "sources"
+    assert script.parse_options([])["conserve_flux"] is None
+    assert script.main([f"-model={tiny_fast_model}", "-conserve_flux=all"]) == 0, fake.logs
+    binned = fake.pixels.reshape(16, 4, 20, 4).mean(axis=(1, 3), dtype=np.float64)
+    np.testing.assert_allclose(binned, data, rtol=1e-6)
+    assert script.main(["-conserve_flux=stars"]) == 2
 
 
 def test_script_bad_option_and_failure(monkeypatch, tiny_fast_model, tmp_path):

@@ -356,6 +356,7 @@ def add_provenance(
     stretch: str,
     version: str,
     precision: str | None = None,
+    flux: str | None = None,
 ) -> fits.Header:
     """Record how the image was made: keywords ``ASTSL*`` and one HISTORY card.
 
@@ -378,6 +379,10 @@ def add_provenance(
     precision : str, optional
         Network arithmetic actually used, ``"fp32"``, ``"bf16"`` or ``"fp16"``
         (``ASTSLPRC``): reduced precision changes the output slightly, so it is recorded.
+    flux : str, optional
+        Flux conservation mode (:mod:`astrosleuth_astro.conserve`): ``"sources"`` or
+        ``"all"`` are recorded as ``ASTSLFLX``; ``"off"`` removes an ``ASTSLFLX`` left by
+        an earlier upscale; None leaves the header as it is.
 
     Returns
     -------
@@ -394,6 +399,10 @@ def add_provenance(
     ]
     if precision:
         cards.append(("ASTSLPRC", _fits_text(precision), "astrosleuth-astro network precision"))
+    if flux and flux != "off":
+        cards.append(("ASTSLFLX", _fits_text(flux), "astrosleuth-astro flux conserved per pixel"))
+    elif flux == "off":
+        header.remove("ASTSLFLX", ignore_missing=True, remove_all=True)
     for key, value, comment in cards:
         if comment is None:
             if key in header:
