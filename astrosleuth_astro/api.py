@@ -177,10 +177,10 @@ def upscale(
     protect_strength : float
         0 to 1, the strength of the star protection.
     conserve_flux : {False, True, "off", "sources", "all"}
-        Give input pixels their flux back exactly (after star protection):
-        ``"sources"`` (or ``True``) the pixels of stars and other sources, ``"all"`` every
-        pixel; binning the output by 4 then gives the input back there
-        (:mod:`astrosleuth_astro.conserve`).
+        Give input pixels their flux back (after star protection): ``"sources"`` (or
+        ``True``) the pixels of stars and other sources (more than 5 sigma above the
+        background), ``"all"`` every pixel; binning the output by 4 then gives the input
+        back there (:mod:`astrosleuth_astro.conserve`).
     **model_options
         Passed to the model (e.g. NEXT's conditioning strengths).
 

@@ -79,9 +79,9 @@ def _add_upscale(sub) -> None:
         const="sources",
         default="off",
         metavar="MODE",
-        help="give input pixels their flux back exactly (binning the output by 4 gives the "
-        "input): 'sources' (the default MODE) for stars and other sources, 'all' for every "
-        "pixel, 'off' (default: off)",
+        help="give input pixels their flux back (binning the output by 4 gives the input "
+        "there): 'sources' (the default MODE) for stars and other sources above 5 sigma, "
+        "'all' for every pixel, 'off' (default: off)",
     )
     nxt = p.add_argument_group("NEXT model options (AstroSleuthNEXT only)")
     nxt.add_argument("--star-strength", type=float, metavar="X", help="star conditioning, -1..1")

@@ -18,17 +18,24 @@ flat, and the faint wings and the sky around it barely move.
 Two modes:
 
 ``"sources"``
-    Only input pixels that hold a source: more than ``SOURCE_SIGMA`` background sigmas
-    above the background, grown by ``SOURCE_GROW`` pixels. The sky keeps the network's
-    (denoised) values, so stars keep their flux and the background does not get its noise
-    back.
+    Input pixels that hold a source get their flux back exactly: those where the
+    network's own (denoised) value is more than ``SOURCE_SIGMA`` background sigmas above
+    the background (deciding on the noisy input would favour pixels whose noise is
+    positive, and add flux). Their neighbours (the input's sources grown by
+    ``SOURCE_GROW`` pixels, the faint wings) get back the fraction ``s**2 / (s**2 +
+    sigma**2)`` of it, ``s`` being the network's signal there above the background and
+    ``sigma`` the background noise: a wing pixel whose input value is mostly noise keeps
+    the network's value instead of getting the noise back as a dark or bright 4x4 block
+    (see :func:`source_gain`). The sky gets one constant per channel and band of rows: the mean offset
+    between the input and the network there (:func:`keep_sky_level`), so sources do not
+    stand on a step; none of the sky's noise comes back.
 ``"all"``
-    Every finite input pixel. The output binned by ``scale`` is the input: nothing is
-    gained or lost anywhere, noise included, so the sky of a noisy input looks blockier
-    than the network's output.
+    Every finite input pixel, exactly. The output binned by ``scale`` is the input:
+    nothing is gained or lost anywhere, noise included, so the sky of a noisy input looks
+    blockier than the network's output.
 
 Measured with the default model (``bench/model_targets.py --conserve-flux``): see the
-README's "Flux" section.
+README's "Flux conservation" section.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from .errors import InputError
 from .stretch import Stretch, background_stats
 
 CONSERVE_MODES = ("off", "sources", "all")
-#: A pixel holds a source when it lies this many background sigmas above the background.
+#: A pixel holds a source when the network puts it this many background sigmas above the
+#: background.
 SOURCE_SIGMA = 5.0
 #: Source masks grow by this many input pixels (8-connected), to take in faint wings.
 SOURCE_GROW = 1
@@ -59,25 +67,35 @@ def resolve_mode(value: bool | str | None) -> str:
     )
 
 
-def source_threshold(data: np.ndarray, nsigma: float = SOURCE_SIGMA) -> np.ndarray:
-    """Per-channel level above which a pixel holds a source.
+def source_levels(
+    data: np.ndarray, nsigma: float = SOURCE_SIGMA
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel background, noise, and the level above which a pixel holds a source.
 
     Parameters
     ----------
     data : ndarray, shape (H, W) or (C, H, W)
         Linear input image, any units. NaN and inf are ignored.
     nsigma : float
-        Threshold in background sigmas above the background median.
+        Source level in background sigmas above the background median.
 
     Returns
     -------
-    ndarray, shape (C,), float64
-        Background median plus ``nsigma`` sigma (sigma-clipped, MAD-based, from
-        :func:`~astrosleuth_astro.stretch.background_stats`), in the units of ``data``.
-        A channel with no noise (sigma 0) gets its median: every pixel above it counts.
+    background, sigma, threshold : ndarray, shape (C,), float64
+        Sigma-clipped background median and MAD-based noise
+        (:func:`~astrosleuth_astro.stretch.background_stats`), and ``background + nsigma
+        * sigma``, in the units of ``data``. A channel with no finite pixel gets an
+        infinite threshold (no source).
     """
     med, sig = background_stats(data)
-    return np.nan_to_num(med, nan=np.inf) + nsigma * np.nan_to_num(sig, nan=0.0)
+    med = np.nan_to_num(med, nan=np.inf)
+    sig = np.nan_to_num(sig, nan=0.0)
+    return med, sig, med + nsigma * sig
+
+
+def _column(values: np.ndarray) -> np.ndarray:
+    """(C,) -> (C, 1, 1) float64, to broadcast over a (C, H, W) image."""
+    return np.asarray(values, dtype=np.float64).reshape(-1, 1, 1)
 
 
 def source_mask(lr: np.ndarray, threshold: np.ndarray, grow: int = SOURCE_GROW) -> np.ndarray:
@@ -88,7 +106,7 @@ def source_mask(lr: np.ndarray, threshold: np.ndarray, grow: int = SOURCE_GROW) 
     lr : ndarray, shape (C, H, W)
         Linear input pixels.
     threshold : ndarray, shape (C,)
-        From :func:`source_threshold`.
+        From :func:`source_levels`.
     grow : int
         Dilation, in pixels (8-connected).
 
@@ -96,11 +114,50 @@ def source_mask(lr: np.ndarray, threshold: np.ndarray, grow: int = SOURCE_GROW) 
     -------
     ndarray of bool, shape (C, H, W)
     """
-    above = np.asarray(lr) > np.asarray(threshold, dtype=np.float64)[:, None, None]
+    above = np.asarray(lr) > _column(threshold)
     if grow > 0:
         square = np.ones((3, 3), dtype=bool)
         above = np.stack([ndimage.binary_dilation(c, square, iterations=grow) for c in above])
     return above
+
+
+def source_gain(
+    level: np.ndarray,
+    background: np.ndarray,
+    sigma: np.ndarray,
+    threshold: np.ndarray,
+    support: np.ndarray,
+) -> np.ndarray:
+    """The share of each input pixel's missing flux that ``"sources"`` puts back.
+
+    The decision is taken on ``level``, the network's own (denoised) value of each input
+    pixel, not on the input value: a choice made on the input would favour pixels whose
+    noise is positive (they cross the threshold, or look brighter) and so add flux.
+
+    Parameters
+    ----------
+    level : ndarray, shape (C, H, W)
+        The network's output averaged over each input pixel's footprint, linear.
+    background, sigma, threshold : ndarray, shape (C,)
+        Background level and noise per channel, and the source level
+        (:func:`source_levels`), in the units of ``level``.
+    support : ndarray of bool, shape (C, H, W)
+        Where corrections may happen at all: the input's sources, grown
+        (:func:`source_mask`).
+
+    Returns
+    -------
+    ndarray, shape (C, H, W), float64
+        1 where ``level`` is above ``threshold``; elsewhere on ``support``
+        ``s**2 / (s**2 + sigma**2)`` with ``s = max(level - background, 0)``; 0 off it.
+    """
+    x = np.asarray(level, dtype=np.float64)
+    core = x > _column(threshold)
+    signal = np.maximum(x - _column(background), 0.0)
+    noise2 = _column(sigma) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wing = np.where(signal > 0, signal**2 / (signal**2 + noise2), 0.0)
+    return np.where(core, 1.0, np.where(support, wing, 0.0))
 
 
 def block_mean(img: np.ndarray, scale: int) -> np.ndarray:
@@ -112,32 +169,28 @@ def block_mean(img: np.ndarray, scale: int) -> np.ndarray:
     return blocks.mean(axis=(-3, -1))
 
 
-def _spread(values: np.ndarray, scale: int) -> np.ndarray:
-    """Each input pixel's value repeated over its ``scale x scale`` footprint."""
-    return np.repeat(np.repeat(values, scale, axis=-2), scale, axis=-1)
-
-
 def conserve_flux(
     native: np.ndarray,
     lr: np.ndarray,
     stretch: Stretch,
-    mask: np.ndarray | None = None,
+    gain: np.ndarray | None = None,
     scale: int = 4,
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Correct ``native`` in place so each masked input pixel's footprint keeps its flux.
+    """Correct ``native`` in place so each input pixel's footprint gets its flux back.
 
     Parameters
     ----------
     native : ndarray, shape (C, scale*H, scale*W), float32
         Linear upscaled pixels, in the units of ``lr`` (a band of whole input rows).
     lr : ndarray, shape (C, H, W)
-        The input pixels those rows come from, linear and finite where ``mask`` is set.
+        The input pixels those rows come from, linear and finite where ``gain`` > 0.
     stretch : Stretch
         The display stretch the network ran in; it decides how a footprint's missing
         flux is shared among its output pixels (see the module docstring).
-    mask : ndarray of bool, shape (C, H, W), optional
-        Input pixels to correct (default: every one).
+    gain : ndarray of float or bool, shape (C, H, W), optional
+        Share of each input pixel's missing flux to put back, 0 to 1 (default: 1, all
+        of it, everywhere); a boolean mask selects pixels to make exact.
     scale : int
         Output pixels per input pixel along each axis.
     bounds : (ndarray, ndarray), each shape (C,), optional
@@ -149,46 +202,108 @@ def conserve_flux(
     Returns
     -------
     ndarray
-        ``native``, corrected: for every masked input pixel the mean of its
-        ``scale x scale`` output pixels equals the input value (float32 rounding aside).
+        ``native``, corrected: the mean of each input pixel's ``scale x scale`` output
+        pixels moves the fraction ``gain`` of the way to the input value (exactly there
+        for ``gain`` 1, float32 rounding aside).
     """
     n_ch, h, w = lr.shape
     if native.shape != (n_ch, scale * h, scale * w):
         raise ValueError(
             f"native has shape {native.shape}, expected {(n_ch, scale * h, scale * w)}"
         )
-    target = np.asarray(lr, dtype=np.float64)
-    x = np.asarray(native, dtype=np.float64)
+    # Only the footprints that move are gathered, as (K, scale, scale) blocks: the sky of
+    # a "sources" run is most of the image and costs nothing.
+    g = np.ones(lr.shape) if gain is None else np.asarray(gain, dtype=np.float64)
+    for c in range(n_ch):
+        rows, cols = np.nonzero(g[c] > 0)
+        if rows.size == 0:
+            continue
+        view = native[c].reshape(h, scale, w, scale)
+        x = view[rows, :, cols, :]  # (K, scale, scale), a copy
+        bounds_c = None if bounds is None else (bounds[0][c], bounds[1][c])
+        fixed = _conserve_blocks(
+            x, lr[c, rows, cols], g[c, rows, cols], stretch.select([c]), bounds_c
+        )
+        view[rows, :, cols, :] = fixed.astype(native.dtype, copy=False)
+    return native
+
+
+def keep_sky_level(
+    native: np.ndarray, lr: np.ndarray, sky: np.ndarray, scale: int = 4
+) -> np.ndarray:
+    """Shift the sky footprints of ``native``, per channel, to the input's mean sky level.
+
+    A network run in a stretched domain can bring the sky back a little low or high (the
+    default model: about 0.02 background sigmas low). Sources made exact next to a sky left
+    so would stand on a step, and aperture photometry with a local-background annulus would
+    see it as extra flux. One constant per channel (a sigma-clipped mean of
+    ``lr - footprint mean`` over ``sky``) moves the sky without adding any of its noise.
+
+    Parameters
+    ----------
+    native : ndarray, shape (C, scale*H, scale*W), float32
+        Modified in place.
+    lr : ndarray, shape (C, H, W)
+    sky : ndarray of bool, shape (C, H, W)
+        Input pixels that are sky (finite, no source).
+    scale : int
+
+    Returns
+    -------
+    ndarray, shape (C,)
+        The offset added to each channel's sky (0 where the channel has no sky).
+    """
+    from astropy.stats import sigma_clipped_stats
+
+    n_ch, h, w = lr.shape
+    offsets = np.zeros(n_ch)
+    level = block_mean(native, scale)
+    for c in range(n_ch):
+        if not sky[c].any():
+            continue
+        diff = (np.asarray(lr[c], dtype=np.float64) - level[c])[sky[c]]
+        offsets[c] = sigma_clipped_stats(diff, sigma=3.0, maxiters=5)[0]
+        view = native[c].reshape(h, scale, w, scale)
+        rows, cols = np.nonzero(sky[c])
+        view[rows, :, cols, :] += np.float32(offsets[c])
+    return offsets
+
+
+def _conserve_blocks(
+    blocks: np.ndarray,
+    lr: np.ndarray,
+    gain: np.ndarray,
+    stretch: Stretch,
+    bounds: tuple[float, float] | None,
+) -> np.ndarray:
+    """:func:`conserve_flux` on gathered footprints ``(K, s, s)`` of one channel."""
+    x0 = np.asarray(blocks, dtype=np.float64)
+    x = x0.copy()
+    start = x.mean(axis=(1, 2))
+    target = start + gain * (np.asarray(lr, dtype=np.float64) - start)
     # Share ~ 1/slope**2: the least-squares smallest change in the stretched picture
     # that gives each footprint the required linear mean.
-    weight = stretch.slope(x) ** -2.0
-    if bounds is not None:
-        lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1, 1, 1) for b in bounds)
-        free_up, free_down = x < hi, x > lo
+    weight = stretch.slope(x[np.newaxis])[0] ** -2.0
+    if bounds is None:
+        share = weight / weight.mean(axis=(1, 2), keepdims=True)
+        return x + share * (target - start)[:, None, None]
+    lo, hi = float(bounds[0]), float(bounds[1])
+    cap, floor = np.maximum(hi, x0), np.minimum(lo, x0)  # pixels already out stay put
+    free_up, free_down = x < hi, x > lo
     # Each round fills what the last one could not place (pixels that reached a bound);
-    # a footprint has scale**2 pixels, so that many rounds always place everything.
-    for _ in range(scale * scale if bounds is not None else 1):
-        residual = target - block_mean(x, scale)
-        if mask is not None:
-            residual[~mask] = 0.0
-        if not residual.any():
-            break
-        r = _spread(residual, scale)
-        wr = weight
-        if bounds is not None:
-            wr = np.where(np.where(r > 0, free_up, free_down), weight, 0.0)
-        total = block_mean(wr, scale)
+    # a footprint has s*s pixels, so that many rounds always place everything.
+    for _ in range(x.shape[1] * x.shape[2]):
+        need = (target - x.mean(axis=(1, 2)))[:, None, None]
+        free = np.where(need > 0, free_up, free_down)
+        wr = np.where(free, weight, 0.0)
+        total = wr.mean(axis=(1, 2), keepdims=True)
         # A footprint with no free pixel cannot move (only when lr is out of range).
-        share = np.divide(wr, _spread(total, scale), out=np.zeros_like(wr), where=wr > 0)
-        x = x + share * r
-        if bounds is None:
-            break
-        over = (r > 0) & (x > np.maximum(hi, native))
-        under = (r < 0) & (x < np.minimum(lo, native))
+        share = np.divide(wr, total, out=np.zeros_like(wr), where=total > 0)
+        x += share * need
+        over, under = (need > 0) & (x > cap), (need < 0) & (x < floor)
         if not (over.any() or under.any()):
             break
-        x = np.where(over, np.maximum(hi, native), np.where(under, np.minimum(lo, native), x))
+        x = np.where(over, cap, np.where(under, floor, x))
         free_up &= ~over
         free_down &= ~under
-    native[...] = x
-    return native
+    return x

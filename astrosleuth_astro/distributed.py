@@ -313,9 +313,9 @@ class BandTask:
     offset: int
     out_hw: tuple[int, int]
     #: Flux conservation (:mod:`astrosleuth_astro.conserve`): mode, the whole input's
-    #: source level per channel, and the filled linear input it reads.
+    #: background, noise and source level per channel, and the filled linear input.
     conserve_flux: str = "off"
-    flux_threshold: np.ndarray | None = None
+    flux_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     work: str | None = None
     hi: np.ndarray | None = None
 
@@ -427,7 +427,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
     fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
-    from .conserve import resolve_mode, source_threshold
+    from .conserve import resolve_mode, source_levels
     from .io.atomic import TEMP_PREFIX
     from .pipeline import prepare
     from .stretch import fit_stretch
@@ -438,7 +438,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     prep = prepare(image.restore_shape(image.data), fit_stretch(image.data, stretch))
     n_ch, h, w = prep.chw.shape
     flux_mode = resolve_mode(options.conserve_flux)
-    threshold = source_threshold(prep.chw) if flux_mode == "sources" else None
+    levels = source_levels(prep.chw) if flux_mode == "sources" else None
 
     scratch = Path(
         tempfile.mkdtemp(
@@ -482,7 +482,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
             offset=0,
             out_hw=(scale * h, scale * w),
             conserve_flux=flux_mode,
-            flux_threshold=threshold,
+            flux_levels=levels,
             hi=prep.hi,
             **paths,
         )
@@ -604,7 +604,7 @@ def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) ->
     )
     lin = to_linear(prep, band, (a, b), luminance_only=task.luminance_only)
     if task.conserve_flux != "off":
-        FluxKeeper(prep, task.conserve_flux, task.flux_threshold).apply(lin, a, b)
+        FluxKeeper(prep, task.conserve_flux, task.flux_levels).apply(lin, a, b)
     return finish_rows(prep, lin, (a, b), task.scale)
 
 

@@ -18,9 +18,9 @@
 6. Optionally (``protect_stars``), stars are repaired inside their footprints on the
    native 4x grid (:mod:`astrosleuth_astro.protect`): stars are detected once on the whole
    linear input, and pixels outside the dilated footprints are not touched.
-7. Optionally (``conserve_flux``), every input pixel that holds a source (or every input
-   pixel) gets its flux back exactly: its 4x4 output pixels are corrected to average to
-   its value (:mod:`astrosleuth_astro.conserve`).
+7. Optionally (``conserve_flux``), input pixels get their flux back: the 4x4 output
+   pixels of every pixel that holds a source (or of every pixel) are corrected to average
+   to its value (:mod:`astrosleuth_astro.conserve`).
 8. Scales 1-3 are made from the native 4x result by flux-conserving area resampling.
 
 Steps 4-8 run band by band over output rows, so the output may be a memory-mapped array.
@@ -39,8 +39,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conserve import conserve_flux as _conserve
-from .conserve import resolve_mode, source_mask, source_threshold
+from .conserve import (
+    SOURCE_GROW,
+    block_mean,
+    keep_sky_level,
+    resolve_mode,
+    source_gain,
+    source_levels,
+    source_mask,
+)
+from .conserve import conserve_flux as _conserve_flux
 from .engine.backends import repeat_mean
 from .engine.tiles import upscale_tiled
 from .errors import InputError
@@ -446,39 +454,50 @@ def to_linear(
 
 class FluxKeeper:
     """Step 7 band by band: :func:`~astrosleuth_astro.conserve.conserve_flux` on the
-    native 4x rows of input rows ``[a, b)``, with the source threshold fitted once on the
+    native 4x rows of input rows ``[a, b)``, with the source levels measured once on the
     whole input (so bands agree) and the source mask grown across band edges.
 
     Parameters
     ----------
     prep : Prepared
     mode : {"sources", "all"}
-    threshold : ndarray, shape (C,), optional
-        Source level per channel (default: :func:`~astrosleuth_astro.conserve.source_threshold`
-        of the whole input); a banded run passes the one its client computed.
+    levels : (ndarray, ndarray, ndarray), optional
+        Background, noise and source level per channel (default:
+        :func:`~astrosleuth_astro.conserve.source_levels` of the whole input); a banded
+        run passes the ones its client measured.
     """
 
-    def __init__(self, prep: Prepared, mode: str, threshold: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        prep: Prepared,
+        mode: str,
+        levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         self.prep, self.mode = prep, mode
-        if mode == "sources" and threshold is None:
-            threshold = source_threshold(prep.chw)
-        self.threshold = threshold
-        self.grow = 1 if mode == "sources" else 0
+        if mode == "sources" and levels is None:
+            levels = source_levels(prep.chw)
+        self.levels = levels
+        self.grow = SOURCE_GROW if mode == "sources" else 0
 
     def apply(self, lin: np.ndarray, a: int, b: int) -> np.ndarray:
         prep, g = self.prep, self.grow
         h = prep.stretched.shape[-2]
         lo, hi = max(0, a - g), min(h, b + g)
         ctx = np.asarray(prep.work[:, lo:hi, :], dtype=np.float32)
-        lr = ctx[:, a - lo : a - lo + (b - a)]
-        mask = None
+        rows = slice(a - lo, a - lo + (b - a))
+        gain = None
         if self.mode == "sources":
-            mask = source_mask(ctx, self.threshold, g)[:, a - lo : a - lo + (b - a)]
-        if prep.bad is not None:
-            good = ~np.asarray(prep.bad[:, a:b, :])
-            mask = good if mask is None else mask & good
+            support = source_mask(ctx, self.levels[2], g)[:, rows]
+            gain = source_gain(block_mean(lin, NATIVE_SCALE), *self.levels, support)
+        good = None if prep.bad is None else ~np.asarray(prep.bad[:, a:b, :])
+        if good is not None:
+            gain = good if gain is None else np.where(good, gain, 0.0)
+        lr = ctx[:, rows]
+        if self.mode == "sources":
+            sky = gain == 0 if good is None else (gain == 0) & good
+            keep_sky_level(lin, lr, sky, NATIVE_SCALE)
         bounds = None if prep.hi is None else (prep.lo, prep.hi)
-        return _conserve(lin, lr, prep.stretch, mask, NATIVE_SCALE, bounds)
+        return _conserve_flux(lin, lr, prep.stretch, gain, NATIVE_SCALE, bounds)
 
 
 def finish_rows(prep: Prepared, lin: np.ndarray, rows: tuple[int, int], scale: int) -> np.ndarray:
@@ -549,10 +568,11 @@ def upscale_array(
     protect_strength : float
         0 to 1: how strongly stars are pulled to the repaired target (1 = fully).
     conserve_flux : {False, True, "off", "sources", "all"}
-        Give input pixels their flux back exactly, after star protection: ``"sources"``
-        (or ``True``) those more than 5 background sigmas above the background and their
-        neighbours, ``"all"`` every finite pixel. The output binned by 4 then equals the
-        input there. See :mod:`astrosleuth_astro.conserve`.
+        Give input pixels their flux back, after star protection. ``"sources"`` (or
+        ``True``): pixels more than 5 background sigmas above the background exactly (the
+        output binned by 4 equals the input there), their neighbours as far as their
+        signal-to-noise allows, the sky not at all. ``"all"``: every finite pixel
+        exactly. See :mod:`astrosleuth_astro.conserve`.
     timings : dict, optional
         When given, wall-clock seconds per stage are added to it (keys
         :data:`TIMED_STAGES`: ``stretch`` = masking, fitting and applying the stretch;

@@ -4,7 +4,7 @@ For 8 simulated fields per FWHM (astrosleuth_astro.sim, noise, no nebulosity) at
 upscale with the model and compare aperture fluxes (radius 2.5 FWHM, local-background
 annulus) of unsaturated stars with S/N > 20: ratio = SR flux / scale**2 / LR flux.
 
-    python bench/star_flux.py [--model default] [--protect-stars]
+    python bench/star_flux.py [--model default] [--protect-stars] [--conserve-flux [MODE]]
 """
 
 import argparse
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="default")
     parser.add_argument("--protect-stars", action="store_true")
+    parser.add_argument("--conserve-flux", nargs="?", const="sources", default="off")
     args = parser.parse_args()
     net = asa.get_backend(args.model)
     for fwhm in (1.2, 1.6, 2.5, 3.5):
@@ -35,7 +36,9 @@ def main() -> None:
         for seed in range(8):
             res = simulate((96, 96), fwhm=fwhm, seed=100 + seed, nebulosity=0.0, hot_pixels=0)
             lr = res.lr[0]
-            sr = asa.upscale(lr, model=net, protect_stars=args.protect_stars)
+            sr = asa.upscale(
+                lr, model=net, protect_stars=args.protect_stars, conserve_flux=args.conserve_flux
+            )
             cat = res.catalog
             inside = (cat["x"] > 8) & (cat["x"] < 88) & (cat["y"] > 8) & (cat["y"] < 88)
             keep = inside & ~cat["saturated"]

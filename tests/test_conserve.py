@@ -10,9 +10,11 @@ from astrosleuth_astro.api import get_backend, upscale, upscale_file
 from astrosleuth_astro.conserve import (
     block_mean,
     conserve_flux,
+    keep_sky_level,
     resolve_mode,
+    source_gain,
+    source_levels,
     source_mask,
-    source_threshold,
 )
 from astrosleuth_astro.errors import InputError
 from astrosleuth_astro.metrics import compute_metrics
@@ -103,6 +105,30 @@ def test_bounds_are_never_crossed_and_the_flux_still_fits():
     assert unbounded.max() > hi[0]  # the bound mattered here
 
 
+def test_a_partial_gain_moves_that_share_of_the_way_even_at_a_bound():
+    st = fit_stretch(np.concatenate([np.full(999, 1000.0), [60000.0]]).reshape(1, 10, 100), "mtf")
+    native = np.full((1, 4, 8), 1000.0, dtype=np.float32)
+    native[0, 1, 1] = 59000.0  # its share would cross the ceiling
+    lr = np.array([[[30000.0, 800.0]]])
+    start = block_mean(native, 4)
+    gain = np.array([[[0.5, 0.25]]])
+    out = conserve_flux(native.copy(), lr, st, gain, bounds=(np.array([900.0]), np.array([6e4])))
+    np.testing.assert_allclose(block_mean(out, 4), start + gain * (lr - start), rtol=1e-6)
+    assert out.max() <= 6e4 and out.min() >= 900.0
+
+
+def test_keep_sky_level_moves_the_sky_mean_without_its_noise():
+    rng = np.random.default_rng(4)
+    lr = 1000.0 + 50.0 * rng.standard_normal((1, 30, 40))
+    native = np.full((1, 120, 160), 1000.0 - 3.0, dtype=np.float32)  # smooth, 3 ADU low
+    sky = np.ones(lr.shape, dtype=bool)
+    sky[0, :5] = False  # e.g. sources: left alone
+    offsets = keep_sky_level(native, lr, sky)
+    assert offsets[0] == pytest.approx(3.0 + (lr[0, 5:].mean() - 1000.0), abs=0.5)
+    assert np.all(native[0, 20:] == native[0, 20, 0])  # still smooth: no noise came back
+    assert np.all(native[0, :20] == np.float32(997.0))
+
+
 def test_resolve_mode():
     assert resolve_mode(False) == resolve_mode(None) == resolve_mode("off") == "off"
     assert resolve_mode(True) == "sources" and resolve_mode("all") == "all"
@@ -110,29 +136,53 @@ def test_resolve_mode():
         resolve_mode("stars")
 
 
-def test_source_mask_finds_stars_and_grows(field):
-    thr = source_threshold(field)
+def test_source_mask_and_gain(field):
+    bg, sigma, thr = source_levels(field)
+    assert thr[0] == pytest.approx(bg[0] + 5 * sigma[0]) and 0 < sigma[0] < bg[0]
     grown = source_mask(field[None], thr, grow=1)[0]
     bare = source_mask(field[None], thr, grow=0)[0]
     assert 0 < bare.sum() < grown.sum() < 0.5 * field.size
     assert np.array_equal(bare, field > thr[0])
+    # Decided on a (denoised) level, not on the noisy input: here a smoothed copy.
+    from scipy.ndimage import uniform_filter
+
+    level = uniform_filter(field.astype(np.float64), 3)
+    dim = tuple(np.argwhere(grown & (level < thr[0]))[0])
+    level[dim] = bg[0] - 10.0  # a wing pixel the network put below the background
+    gain = source_gain(level[None], bg, sigma, thr, grown[None])[0]
+    assert gain[dim] == 0.0
+    core = level > thr[0]
+    assert np.all(gain[core] == 1.0) and np.all(gain[~grown & ~core] == 0.0)
+    wing = grown & ~core
+    s = level[wing] - bg[0]
+    expected = np.where(s > 0, s**2 / (s**2 + sigma[0] ** 2), 0.0)
+    np.testing.assert_allclose(gain[wing], expected, rtol=1e-6)
+    assert ((gain[wing] > 0) & (gain[wing] < 1)).any()
 
 
 @pytest.mark.parametrize("mode", ["sources", "all"])
 def test_pipeline_output_bins_back_to_the_input(field, net, mode):
     plain = upscale_array(field, net, tile=32).data
     kept = upscale_array(field, net, tile=32, conserve_flux=mode).data
-    mask = source_mask(field[None], source_threshold(field))[0] if mode == "sources" else None
-    binned = block_mean(kept[None], 4)[0]
-    ok = exact(binned, field)
+    binned, before = block_mean(kept[None], 4)[0], block_mean(plain[None], 4)[0]
     if mode == "all":
-        assert ok.all()
-    else:
-        assert ok[mask].all()
-        # Sky pixels keep the network's values, bit for bit.
-        sky = np.repeat(np.repeat(~mask, 4, axis=0), 4, axis=1)
-        assert np.array_equal(kept[sky], plain[sky])
-    assert not exact(block_mean(plain[None], 4)[0], field)[mask if mask is not None else ...].all()
+        assert exact(binned, field).all()
+        assert not exact(before, field).all()
+        return
+    bg, sigma, thr = source_levels(field)
+    support = source_mask(field[None], thr)
+    gain = source_gain(before[None], bg, sigma, thr, support)[0]
+    core = gain == 1.0
+    assert exact(binned[core], field[core]).all() and not exact(before[core], field[core]).all()
+    part = (gain > 0) & (gain < 1)  # wings: moved the share their S/N allows
+    np.testing.assert_allclose(
+        binned[part], before[part] + gain[part] * (field[part] - before[part]), rtol=1e-5
+    )
+    # The sky (one band of rows here) moves by one constant, far below its noise.
+    sky = np.repeat(np.repeat(gain == 0, 4, axis=0), 4, axis=1)
+    shift = (kept[sky].astype(np.float64) - plain[sky]).ravel()
+    np.testing.assert_allclose(shift, shift[0], atol=1e-3)
+    assert 0 < abs(shift[0]) < 0.2 * sigma[0]
 
 
 def test_scale_2_and_1_keep_the_flux_too(field, net):
@@ -181,9 +231,11 @@ def test_streamed_output_equals_in_memory(tmp_path, tiny_fast_model):
     upscale_image(read_image(src), b, net, conserve_flux=True, tile=32, memmap_threshold=0)
     assert np.array_equal(fits.getdata(a), fits.getdata(b))
     assert fits.getheader(a)["ASTSLFLX"] == "sources"
+    plain = tmp_path / "plain.fits"
+    upscale_file(src, plain, model=net, tile=32)
     data = fits.getdata(src)
-    mask = source_mask(data[None], source_threshold(data))[0]
-    assert exact(block_mean(fits.getdata(a)[None], 4)[0], data)[mask].all()
+    core = block_mean(fits.getdata(plain)[None], 4)[0] > source_levels(data)[2][0]
+    assert core.any() and exact(block_mean(fits.getdata(a)[None], 4)[0], data)[core].all()
 
 
 def test_ccddata_and_header_provenance(tiny_fast_model):
