@@ -170,9 +170,9 @@ def _naive_net(module):
 
 
 def _mono(net):
-    from .pipeline import _mono_net
+    from .pipeline import mono_net
 
-    return _mono_net(net)
+    return mono_net(net)
 
 
 def _time_pipeline(cfg: _Config, src: Path, dst: Path, protect_stars: bool) -> None:

@@ -499,22 +499,22 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     dict
         ``{"index", "rows", "seconds", "batches"}`` (network calls actually computed).
     """
-    from .engine.tiles import DEFAULT_PAD, _plan_axis, choose_tile, default_feather, iter_tile_rows
-    from .pipeline import NATIVE_SCALE, _mono_net, band_rows
+    from .engine.tiles import DEFAULT_PAD, choose_tile, default_feather, iter_tile_rows, plan_axis
+    from .pipeline import NATIVE_SCALE, band_rows, mono_net
 
     start = time.perf_counter()
     net = worker_backend(model)
     stretched = np.load(task.stretched, mmap_mode="r")
     n_ch, h, w = stretched.shape
-    net_c = _mono_net(net) if n_ch == 1 else net
+    net_c = mono_net(net) if n_ch == 1 else net
     n = NATIVE_SCALE
     a, b = task.rows
 
     # The whole image's tile plan (the engine's own), to know which batches to compute.
     pad = DEFAULT_PAD if task.pad is None else task.pad
     th, tw = choose_tile(h, w, task.tile)
-    ay = _plan_axis(h, th, pad, n, default_feather(pad))
-    nx = _plan_axis(w, tw, pad, n, default_feather(pad)).n
+    ay = plan_axis(h, th, pad, n, default_feather(pad))
+    nx = plan_axis(w, tw, pad, n, default_feather(pad)).n
     needed = np.zeros(ay.n, dtype=bool)
     for i in range(ay.n):
         k0, k1 = ay.kept(i)

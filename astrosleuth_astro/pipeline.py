@@ -165,7 +165,7 @@ def band_rows(width: int) -> int:
     return rows
 
 
-def _mono_net(net: Net) -> Net:
+def mono_net(net: Net) -> Net:
     """Run a 3-channel network on 1-channel tiles: the mean of its 3 outputs for a grey
     input. A backend's own ``mono()`` form is used when it has one (FAST on torch runs a
     one-channel network with the same result, :class:`~astrosleuth_astro.archs.compact.
@@ -605,7 +605,7 @@ def upscale_array(
         with clock(timings, "stars"):
             protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
 
-    net_c = _mono_net(net) if n_ch == 1 else net
+    net_c = mono_net(net) if n_ch == 1 else net
     if timings is not None:
         net_c = _timed_net(net_c, timings)
         t_tiled = time.perf_counter()

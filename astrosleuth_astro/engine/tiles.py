@@ -241,7 +241,27 @@ class _Axis:
         return self.scale * (int(self.starts[i]) - self.pad)
 
 
-def _plan_axis(length: int, tile: int, pad: int, scale: int, feather: int) -> _Axis:
+def plan_axis(length: int, tile: int, pad: int, scale: int, feather: int) -> _Axis:
+    """The tile plan along one axis, as :func:`upscale_tiled` uses it.
+
+    Parameters
+    ----------
+    length : int
+        Input pixels along the axis.
+    tile, pad : int
+        Tile core size and context padding, input pixels.
+    scale : int
+        Network upscale factor.
+    feather : int
+        Blend width between neighbouring tiles, input pixels.
+
+    Returns
+    -------
+    _Axis
+        Tile starts, the cuts between tiles' kept cores, and the blend band; its ``n`` and
+        ``kept(i)`` tell a banded run (:mod:`astrosleuth_astro.distributed`) which tile
+        rows its output rows come from.
+    """
     n = -(-length // tile)
     if n == 1:
         starts = np.zeros(1, dtype=np.intp)
@@ -346,8 +366,8 @@ def _rows(
     image width, and nothing is copied twice)."""
     c, h, w = image.shape
     th, tw = tiles
-    ay = _plan_axis(h, th, pad, scale, feather)
-    ax = _plan_axis(w, tw, pad, scale, feather)
+    ay = plan_axis(h, th, pad, scale, feather)
+    ax = plan_axis(w, tw, pad, scale, feather)
     ph, pw = th + 2 * pad, tw + 2 * pad
     total = ay.n * ax.n
 

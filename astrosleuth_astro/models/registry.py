@@ -91,7 +91,9 @@ class ModelEntry:
     tile : int
         Recommended tile size in input pixels.
     tile_pad : int
-        Recommended tile overlap in input pixels.
+        Tile overlap in input pixels, informational only: the engine derives the context
+        pad from the network's receptive field (:attr:`Backend.tiling`), which is always
+        enough. Kept so that registries that set it stay valid.
     training : dict or None
         Models made by the bundled trainer: the ``[models.<name>.training]`` table that
         ``astrosleuth-astro train`` writes (config file, steps, data summary, validation).
