@@ -529,6 +529,14 @@ def _add_compare(sub) -> None:
         "--protect-stars", action="store_true", help="also run every model with --protect-stars"
     )
     p.add_argument(
+        "--conserve-flux",
+        nargs="?",
+        const="sources",
+        default="off",
+        metavar="MODE",
+        help="also run every model with --conserve-flux MODE (sources, the default MODE, or all)",
+    )
+    p.add_argument(
         "--baselines", default="bicubic,lanczos", help="comma-separated interpolation baselines"
     )
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
@@ -562,6 +570,7 @@ def _cmd_compare(args) -> int:
         references=args.references,
         scale=args.scale,
         protect=args.protect_stars,
+        conserve=args.conserve_flux,
         baselines=[b for b in args.baselines.split(",") if b],
         backend=args.backend,
         device=args.device,

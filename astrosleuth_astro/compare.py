@@ -1,7 +1,8 @@
 """``astrosleuth-astro compare``: models and interpolation baselines, scored star by star.
 
 :func:`run_compare` runs every model (and, with ``protect=True``, every model again with
-star protection) on every input through the same linear pipeline as ``upscale``
+star protection; with ``conserve="sources"`` or ``"all"``, again with flux conservation)
+on every input through the same linear pipeline as ``upscale``
 (:func:`~astrosleuth_astro.pipeline.upscale_array`), plus bicubic and Lanczos
 interpolation run through that same pipeline (stretch -> interpolation in the stretched
 domain -> exact inverse, clipped residual carried), and scores each output with
@@ -94,6 +95,7 @@ class _Method:
     kind: str  # "model" or "baseline"
     net: Callable
     protect: bool = False
+    flux: str = "off"
 
 
 @dataclass
@@ -141,6 +143,7 @@ def run_compare(
     references: Sequence[str | os.PathLike] | None = None,
     scale: int = 4,
     protect: bool = False,
+    conserve: str = "off",
     baselines: Sequence[str] = BASELINES,
     backend: str = "auto",
     device: str = "cpu",
@@ -166,6 +169,9 @@ def run_compare(
     scale : {2, 3, 4}
     protect : bool
         Also run every model with star protection (label ``MODEL+protect``).
+    conserve : {"off", "sources", "all"}
+        Also run every model with that flux conservation (label ``MODEL+flux``;
+        :mod:`astrosleuth_astro.conserve`).
     baselines : sequence of str
         Subset of :data:`BASELINES`.
     backend, device, tile, stretch
@@ -227,6 +233,9 @@ def run_compare(
         else:
             lr, hr = img, None
         data.append((p.stem, lr, hr))
+    from .conserve import resolve_mode
+
+    conserve = resolve_mode(conserve)
     for m in models:
         net = get_backend(m, backend=backend, device=device)
         label = getattr(net, "model_name", None) or _label_for(str(m))
@@ -236,6 +245,11 @@ def run_compare(
         if protect:
             methods.insert(
                 len(methods) - len(baselines), _Method(f"{label}+protect", "model", net, True)
+            )
+        if conserve != "off":
+            methods.insert(
+                len(methods) - len(baselines),
+                _Method(f"{label}+flux", "model", net, flux=conserve),
             )
     out.mkdir(parents=True, exist_ok=True)
     if save_outputs:
@@ -257,11 +271,18 @@ def run_compare(
                 stretch=stretch,
                 tile=tile or getattr(m.net, "tile", 256),
                 protect_stars=m.protect,
+                conserve_flux=m.flux,
             )
             secs = time.perf_counter() - t0
             sr = res.data
             met = measure(lr, sr, scale=scale, reference=hr, lr_detection=det_lr)
-            row = {"input": name, "method": m.label, "kind": m.kind, "protect": m.protect}
+            row = {
+                "input": name,
+                "method": m.label,
+                "kind": m.kind,
+                "protect": m.protect,
+                "conserve_flux": m.flux,
+            }
             row.update({k: met.summary.get(k) for k in METRIC_KEYS})
             if hr is not None:
                 row.update({k: met.summary.get(k) for k in REFERENCE_KEYS})
@@ -286,7 +307,10 @@ def run_compare(
         "scale": scale,
         "reference_mode": "references" if references else reference_mode,
         "inputs": [str(p) for p in paths],
-        "methods": [{"label": m.label, "kind": m.kind, "protect": m.protect} for m in methods],
+        "methods": [
+            {"label": m.label, "kind": m.kind, "protect": m.protect, "conserve_flux": m.flux}
+            for m in methods
+        ],
         "results": rows,
         "mean": summary,
     }
@@ -358,7 +382,7 @@ def _means(rows: list[dict], labels: list[str]) -> dict:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys = ["input", "method", "kind", "protect", *METRIC_KEYS]
+    keys = ["input", "method", "kind", "protect", "conserve_flux", *METRIC_KEYS]
     if any("psnr_linear" in r for r in rows):
         keys += list(REFERENCE_KEYS)
     keys.append("seconds")

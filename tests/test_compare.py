@@ -48,6 +48,7 @@ def test_compare_writes_report_and_figures(tiny_fast_model, fields, tmp_path, ca
             "--reference-mode",
             "downsample",
             "--protect-stars",
+            "--conserve-flux",
             "--backend",
             "torch",
             "--out",
@@ -67,7 +68,9 @@ def test_compare_writes_report_and_figures(tiny_fast_model, fields, tmp_path, ca
         assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "metrics.json").read_text())
     labels = [m["label"] for m in res["methods"]]
-    assert labels == ["tiny_fast", "tiny_fast+protect", "bicubic", "lanczos"]
+    assert labels == ["tiny_fast", "tiny_fast+protect", "tiny_fast+flux", "bicubic", "lanczos"]
+    flux_rows = [r for r in res["results"] if r["method"] == "tiny_fast+flux"]
+    assert {r["conserve_flux"] for r in flux_rows} == {"sources"}
     assert len(res["results"]) == 2 * len(labels)
     for row in res["results"]:
         assert set(METRIC_KEYS) | set(REFERENCE_KEYS) <= set(row)
