@@ -28,6 +28,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _add_conserve_flux(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--conserve-flux [MODE]``: a bare flag means ``sources``; checked by ``resolve_mode``
+    (one clear line, exit 2) rather than by argparse ``choices``."""
+    p.add_argument(
+        "--conserve-flux",
+        nargs="?",
+        const="sources",
+        default="off",
+        metavar="MODE",
+        help=help_text,
+    )
+
+
 def _add_upscale(sub) -> None:
     p = sub.add_parser("upscale", help="upscale images (FITS, TIFF, PNG, JPEG)")
     p.add_argument(
@@ -73,13 +86,9 @@ def _add_upscale(sub) -> None:
         metavar="X",
         help="star protection strength, 0..1 (default 1)",
     )
-    p.add_argument(
-        "--conserve-flux",
-        nargs="?",
-        const="sources",
-        default="off",
-        metavar="MODE",
-        help="give input pixels their flux back (binning the output by 4 gives the input "
+    _add_conserve_flux(
+        p,
+        "give input pixels their flux back (binning the output by 4 gives the input "
         "there): 'sources' (the default MODE) for stars and other sources above 5 sigma, "
         "'all' for every pixel, 'off' (default: off)",
     )
@@ -528,13 +537,8 @@ def _add_compare(sub) -> None:
     p.add_argument(
         "--protect-stars", action="store_true", help="also run every model with --protect-stars"
     )
-    p.add_argument(
-        "--conserve-flux",
-        nargs="?",
-        const="sources",
-        default="off",
-        metavar="MODE",
-        help="also run every model with --conserve-flux MODE (sources, the default MODE, or all)",
+    _add_conserve_flux(
+        p, "also run every model with --conserve-flux MODE (sources, the default MODE, or all)"
     )
     p.add_argument(
         "--baselines", default="bicubic,lanczos", help="comma-separated interpolation baselines"
