@@ -517,6 +517,7 @@ def output_state(
     sha256: str,
     scale: int,
     stretch: str = "auto",
+    conserve_flux: str = "off",
 ) -> str:
     """Whether an existing output can be kept.
 
@@ -530,6 +531,9 @@ def output_state(
         The model weights' sha256 and the scale of this run.
     stretch : str
         This run's stretch; compared with ``ASTSLSTR`` unless ``"auto"``.
+    conserve_flux : str
+        This run's flux conservation mode; compared with ``ASTSLFLX`` (absent = ``"off"``),
+        so a rerun with another mode does not keep outputs made without it.
 
     Returns
     -------
@@ -539,6 +543,7 @@ def output_state(
         no provenance: readable with the expected shape); ``"stale"`` (an astrosleuth-astro
         output of another model, scale, stretch or size); ``"incomplete"`` (truncated or
         unreadable); ``"foreign"`` (a valid FITS file without astrosleuth-astro provenance).
+        ``"stale"`` also covers another flux conservation mode.
     """
     path = Path(path)
     if not os.path.lexists(path):
@@ -555,10 +560,12 @@ def output_state(
             return INCOMPLETE
         got = image.restore_shape(image.data).shape
         return COMPLETE if tuple(got) == tuple(shape) else STALE
-    return _fits_state(path, shape, sha256, scale, stretch)
+    return _fits_state(path, shape, sha256, scale, stretch, conserve_flux)
 
 
-def _fits_state(path: Path, shape, sha256: str, scale: int, stretch: str) -> str:
+def _fits_state(
+    path: Path, shape, sha256: str, scale: int, stretch: str, conserve_flux: str = "off"
+) -> str:
     import warnings
 
     import numpy as np
@@ -591,6 +598,7 @@ def _fits_state(path: Path, shape, sha256: str, scale: int, stretch: str) -> str
             and naxis == tuple(shape)
             and int(header.get("BITPIX", 0)) == -32
             and (stretch == "auto" or str(header.get("ASTSLSTR", "")) == stretch)
+            and str(header.get("ASTSLFLX", "off")) == conserve_flux
         )
     except Exception:  # noqa: BLE001 - astropy raises many types for damaged files
         return INCOMPLETE
@@ -763,6 +771,7 @@ def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
             sha256=getattr(net, "sha256", ""),
             scale=options.scale,
             stretch=options.stretch,
+            conserve_flux=options.conserve_flux,
         )
         if state == COMPLETE and not options.overwrite:
             return JobResult(

@@ -366,6 +366,7 @@ def process_banded(
             sha256=getattr(net, "sha256", ""),
             scale=options.scale,
             stretch=options.stretch,
+            conserve_flux=options.conserve_flux,
         )
         if state == COMPLETE and not options.overwrite:
             return result(SKIPPED)

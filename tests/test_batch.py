@@ -346,6 +346,14 @@ def test_output_state(tiny_fast_model, sim_fits, tmp_path):
     assert state() == "complete"
     assert state(scale=4) == "stale" and state(sha256="0" * 64) == "stale"
     assert state(stretch="asinh") == "stale" and state(stretch="mtf") == "complete"
+    assert state(conserve_flux="sources") == "stale"  # a rerun asking for flux conservation
+    flux_out = tmp_path / "f.fits"
+    upscale_file(sim_fits, flux_out, model=net, scale=2, conserve_flux="all")
+
+    def flux_state(mode):
+        return batch.output_state(flux_out, shape, sha256=net.sha256, scale=2, conserve_flux=mode)
+
+    assert flux_state("all") == "complete" and flux_state("off") == "stale"
     data = out.read_bytes()
     out.write_bytes(data[: len(data) - 2880])
     assert state() == "incomplete"
