@@ -229,7 +229,11 @@ def conserve_flux(
 
 
 def keep_sky_level(
-    native: np.ndarray, lr: np.ndarray, sky: np.ndarray, scale: int = 4
+    native: np.ndarray,
+    lr: np.ndarray,
+    sky: np.ndarray,
+    scale: int = 4,
+    level: np.ndarray | None = None,
 ) -> np.ndarray:
     """Shift the sky footprints of ``native``, per channel, to the input's mean sky level.
 
@@ -247,6 +251,8 @@ def keep_sky_level(
     sky : ndarray of bool, shape (C, H, W)
         Input pixels that are sky (finite, no source).
     scale : int
+    level : ndarray, shape (C, H, W), optional
+        ``block_mean(native, scale)`` when the caller has it already.
 
     Returns
     -------
@@ -257,7 +263,8 @@ def keep_sky_level(
 
     n_ch, h, w = lr.shape
     offsets = np.zeros(n_ch)
-    level = block_mean(native, scale)
+    if level is None:
+        level = block_mean(native, scale)
     for c in range(n_ch):
         if not sky[c].any():
             continue

@@ -485,17 +485,18 @@ class FluxKeeper:
         lo, hi = max(0, a - g), min(h, b + g)
         ctx = np.asarray(prep.work[:, lo:hi, :], dtype=np.float32)
         rows = slice(a - lo, a - lo + (b - a))
-        gain = None
+        gain = level = None
         if self.mode == "sources":
             support = source_mask(ctx, self.levels[2], g)[:, rows]
-            gain = source_gain(block_mean(lin, NATIVE_SCALE), *self.levels, support)
+            level = block_mean(lin, NATIVE_SCALE)  # the network's value per input pixel
+            gain = source_gain(level, *self.levels, support)
         good = None if prep.bad is None else ~np.asarray(prep.bad[:, a:b, :])
         if good is not None:
             gain = good if gain is None else np.where(good, gain, 0.0)
         lr = ctx[:, rows]
         if self.mode == "sources":
             sky = gain == 0 if good is None else (gain == 0) & good
-            keep_sky_level(lin, lr, sky, NATIVE_SCALE)
+            keep_sky_level(lin, lr, sky, NATIVE_SCALE, level)
         bounds = None if prep.hi is None else (prep.lo, prep.hi)
         return _conserve_flux(lin, lr, prep.stretch, gain, NATIVE_SCALE, bounds)
 
