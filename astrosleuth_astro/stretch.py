@@ -271,8 +271,11 @@ def looks_stretched(data: np.ndarray) -> bool:
     a stretched picture has it well above (Siril's autostretch puts it at 0.25).
     """
     chw = _as_chw(data)
-    med, _ = background_stats(chw)
-    lo, hi = _range(chw)
+    return _looks_stretched(background_stats(chw)[0], *_range(chw))
+
+
+def _looks_stretched(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """:func:`looks_stretched` from the background medians and the channel ranges."""
     span = np.where(hi > lo, hi - lo, 1.0)
     level = (med - lo) / span
     with warnings.catch_warnings():  # an all-NaN image has no level: not stretched
@@ -300,10 +303,14 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
             f"--stretch: unknown stretch {kind!r} (choose from {', '.join(STRETCHES)})"
         )
     chw = _as_chw(data)
-    if kind == "auto":
-        kind = "none" if looks_stretched(chw) else "mtf"
-
     lo, hi = _range(chw)
+    stats = None
+    if kind == "auto":
+        # The background statistics are the costly part (a sigma-clipped sample): one
+        # computation serves both the choice and the fit.
+        stats = background_stats(chw)
+        kind = "none" if _looks_stretched(stats[0], lo, hi) else "mtf"
+
     lo = np.where(np.isfinite(lo), lo, 0.0)
     hi = np.where(np.isfinite(hi), hi, 1.0)
 
@@ -313,7 +320,7 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
         white = np.where(hi <= 1.0, 1.0, hi)
         return Stretch("none", black, white, np.zeros_like(black))
 
-    med, sigma = background_stats(chw)
+    med, sigma = background_stats(chw) if stats is None else stats
     med = np.where(np.isfinite(med), med, lo)
     sigma = np.where(np.isfinite(sigma), sigma, 0.0)
     black = np.maximum(lo, med + SHADOWS_CLIP * sigma)
