@@ -535,3 +535,50 @@ def test_degradation_config_accepts_off_fractions():
     assert cfg.degradations.hot_pixels == (0.0, 0.0)
     p = deg.sample_params(np.random.default_rng(0), cfg.degradations)
     assert p.hot_pixels == 0 and 1e-5 <= p.cold_pixels <= 1e-4
+
+
+def test_starless_fields_have_no_stars_and_cost_no_draw_when_off():
+    """``[sim] starless_prob``: the field has no star; off, it draws nothing."""
+    from astrosleuth_astro.sim import simulate
+    from astrosleuth_astro.train.config import SimConfig
+    from astrosleuth_astro.train.data import sample_sim_kwargs
+
+    ra, rb = np.random.default_rng(3), np.random.default_rng(3)
+    off = sample_sim_kwargs(ra, SimConfig())
+    assert off == sample_sim_kwargs(rb, SimConfig(starless_prob=0.0))
+    assert ra.random() == rb.random() and off["density"] > 0
+    rng = np.random.default_rng(3)
+    kw = sample_sim_kwargs(rng, SimConfig(starless_prob=1.0))
+    assert kw["density"] == 0.0
+    res = simulate((48, 48), scale=SCALE, seed=rng, **kw)
+    assert len(res.catalog) == 0
+    # Without stars (and without nebulosity) the truth is the smooth sky plane: no peak
+    # stands out of it by more than its gradient across the field.
+    if kw["nebulosity"] == 0:
+        hr = res.hr[0]
+        assert np.ptp(hr) <= kw["gradient"] * kw["background"] * 2 + 1e-6
+
+
+def test_training_stretch_auto_is_the_pipelines_choice():
+    """``[data] stretch = "auto"`` fits what inference fits: 'none' for a star-less
+    frame whose sky sits high in its range, 'mtf' for a field with bright stars."""
+    from astrosleuth_astro.sim import simulate
+    from astrosleuth_astro.stretch import fit_stretch
+    from astrosleuth_astro.train.data import stretch_pair
+
+    cfg = from_dict({"data": {"stretch": "auto"}, "sim": {"starless_prob": 0.5}})
+    assert cfg.data.stretch == "auto" and cfg.sim.starless_prob == 0.5
+    yy, xx = np.mgrid[:64, :64]
+    flat = (800 + 2.0 * xx + yy + np.random.default_rng(0).normal(0, 12, (64, 64)))[None]
+    field = simulate((64, 64), scale=SCALE, seed=1, n_stars=30, flux_range=(2e3, 2e5))
+    for lr in (flat, field.lr):
+        hr = np.repeat(np.repeat(lr, SCALE, 1), SCALE, 2)
+        lr_s, hr_s, st = stretch_pair(lr, hr, "auto")
+        assert st.kind == fit_stretch(lr, "auto").kind
+        np.testing.assert_allclose(lr_s[0], st.forward(lr)[0], atol=1e-6)
+    assert fit_stretch(flat, "auto").kind == "none"
+    assert fit_stretch(field.lr, "auto").kind == "mtf"
+    with pytest.raises(InputError, match="starless_prob"):
+        from_dict({"sim": {"starless_prob": 1.5}})
+    with pytest.raises(InputError, match="stretch must be"):
+        from_dict({"data": {"stretch": "gamma"}})

@@ -122,6 +122,10 @@ class SimConfig:
     gain: Range = (0.3, 4.0)
     saturation: Range = (30000.0, 65000.0)
     hot_pixels: Range = (1e-6, 3e-4)
+    #: Probability that a field has no stars at all: a nebula or background-only crop,
+    #: which the ``auto`` stretch maps like a display-referred picture (see
+    #: :func:`astrosleuth_astro.stretch.looks_stretched`). 0 = off (draws nothing).
+    starless_prob: float = 0.0
 
 
 @dataclass
@@ -403,7 +407,11 @@ def _validate(cfg: Config, where: str) -> None:
     check(0.0 <= d.holdout < 1.0, "[data] holdout must be in [0, 1)")
     check(d.bank_size >= 1, "[data] bank_size must be >= 1")
     check(d.refresh_per_step >= 0, "[data] refresh_per_step must be >= 0")
-    check(d.stretch in ("mtf", "asinh"), "[data] stretch must be 'mtf' or 'asinh'")
+    check(
+        d.stretch in ("mtf", "asinh", "auto"),
+        "[data] stretch must be 'mtf', 'asinh' or 'auto' (as the pipeline picks)",
+    )
+    check(0.0 <= cfg.sim.starless_prob <= 1.0, "[sim] starless_prob must be in [0, 1]")
     for g in d.rgb:
         check(
             isinstance(g, list) and len(g) == 3 and all(isinstance(s, str) for s in g),

@@ -248,7 +248,7 @@ def sample_sim_kwargs(rng: np.random.Generator, sc: SimConfig) -> dict:
     """Keyword arguments of :func:`astrosleuth_astro.sim.simulate` drawn from ``[sim]``."""
     d = deg.draw
     flux_lo = d(rng, sc.flux_min)
-    return {
+    kw = {
         "channels": 3 if rng.random() < sc.colour_fraction else 1,
         "psf": "gaussian" if rng.random() < sc.gaussian_fraction else "moffat",
         "fwhm": d(rng, sc.fwhm),
@@ -267,6 +267,9 @@ def sample_sim_kwargs(rng: np.random.Generator, sc: SimConfig) -> dict:
         "hot_pixels": d(rng, sc.hot_pixels, "hot_pixels"),
         "wcs": False,
     }
+    if deg.happens(rng, sc.starless_prob):
+        kw["density"] = 0.0
+    return kw
 
 
 def sim_pair(

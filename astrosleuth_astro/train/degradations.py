@@ -61,7 +61,7 @@ def draw(rng: np.random.Generator, rng_range: tuple[float, float], name: str = "
     return float(rng.uniform(lo, hi))
 
 
-def _happens(rng: np.random.Generator, prob: float) -> bool:
+def happens(rng: np.random.Generator, prob: float) -> bool:
     """Bernoulli draw that consumes no random number when ``prob <= 0`` (feature off)."""
     return prob > 0 and bool(rng.random() < prob)
 
@@ -136,27 +136,27 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> DegradePa
         hot_pixels=draw(rng, cfg.hot_pixels, "hot_pixels"),
         display_noise=draw(rng, cfg.display_noise),
     )
-    if _happens(rng, cfg.motion_prob):
+    if happens(rng, cfg.motion_prob):
         p.motion_length = draw(rng, cfg.motion_length)
         p.motion_angle = float(rng.uniform(0.0, np.pi))
-        if _happens(rng, cfg.motion_jitter_prob):
+        if happens(rng, cfg.motion_jitter_prob):
             p.motion_jitter_seed = int(rng.integers(0, 2**31))
-    if _happens(rng, cfg.defocus_prob):
+    if happens(rng, cfg.defocus_prob):
         p.defocus_radius = draw(rng, cfg.defocus_radius)
         p.defocus_obstruction = draw(rng, cfg.defocus_obstruction)
-    if _happens(rng, cfg.astig_prob):
+    if happens(rng, cfg.astig_prob):
         p.astig_fwhm = draw(rng, cfg.astig_fwhm)
         p.astig_ratio = draw(rng, cfg.astig_ratio)
         p.astig_angle = float(rng.uniform(0.0, np.pi))
-    if _happens(rng, cfg.coma_prob):
+    if happens(rng, cfg.coma_prob):
         p.coma_length = draw(rng, cfg.coma_length)
         p.coma_angle = float(rng.uniform(0.0, 2.0 * np.pi))
     if cfg.cold_pixels[1] > 0:
         p.cold_pixels = draw(rng, cfg.cold_pixels, "cold_pixels")
-    if _happens(rng, cfg.jpeg_prob):
+    if happens(rng, cfg.jpeg_prob):
         lo, hi = cfg.jpeg_quality
         p.jpeg_quality = int(rng.integers(int(round(lo)), int(round(hi)) + 1))
-    p.clean = _happens(rng, cfg.clean_prob)
+    p.clean = happens(rng, cfg.clean_prob)
     return p
 
 
