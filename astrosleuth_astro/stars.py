@@ -69,6 +69,8 @@ DILATE_FWHM = 2.0
 DEFAULT_NSIGMA = 5.0
 #: FWHM guess (pixels) when none is given: refined from the stars found with it.
 FWHM_GUESS = 2.5
+#: At most this many sources are fitted for that refinement (an evenly spaced subset).
+FWHM_SAMPLE = 300
 #: Smallest box of Background2D (pixels); smaller images use global statistics.
 MIN_BOX = 16
 #: Deblending contrast: a component needs this fraction of its parent's flux
@@ -338,9 +340,14 @@ def count_peaks(img: np.ndarray, region: np.ndarray, h: float) -> int:
 
 
 def _segment(
-    sub: np.ndarray, fwhm: float, rms: np.ndarray, nsigma: float, bad: np.ndarray
+    sub: np.ndarray,
+    fwhm: float,
+    rms: np.ndarray,
+    nsigma: float,
+    bad: np.ndarray,
+    deblend: bool = True,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Segmentation (deblended) of a background-subtracted image.
+    """Segmentation (deblended unless ``deblend`` is False) of a background-subtracted image.
 
     Returns the label image, the threshold in unsmoothed-RMS units, and the smoothed image.
     """
@@ -362,6 +369,8 @@ def _segment(
         segm = detect_sources(smooth, thr_sigma * rms, npix, mask=bad if bad.any() else None)
         if segm is None:
             return np.zeros(sub.shape, dtype=np.int32), thr_sigma, smooth
+        if not deblend:
+            return np.asarray(segm.data, dtype=np.int32), thr_sigma, smooth
         try:
             segm = deblend_sources(
                 smooth,
@@ -384,11 +393,18 @@ def _measure(
     fwhm_guess: float,
     saturation: float | None,
     bad: np.ndarray,
+    max_sources: int | None = None,
 ) -> Table:
-    """Measure every segment of ``segm`` (see :func:`detect_stars` for the columns)."""
+    """Measure every segment of ``segm`` (see :func:`detect_stars` for the columns).
+
+    With ``max_sources``, only an evenly spaced subset of the labels (at most that many)
+    is measured; each measurement is the same as in the full run.
+    """
     sub = img - back
     labels = np.unique(segm)
     labels = labels[labels > 0]
+    if max_sources is not None and labels.size > max_sources:
+        labels = labels[:: int(np.ceil(labels.size / max_sources))]
     slices = ndimage.find_objects(segm)
     h, w = img.shape
     half = int(np.ceil(1.5 * fwhm_guess)) + 1
@@ -532,11 +548,14 @@ def detect_stars(
         img = np.where(bad, np.nanmedian(img), img)
     guess = float(fwhm) if fwhm else FWHM_GUESS
 
-    # Pass 1: background without a star mask, detection, a first FWHM.
+    # Pass 1: background without a star mask, detection, a first FWHM. Its footprints
+    # only mask the stars for the second background and give the FWHM estimate, so they
+    # are not deblended (the union of the footprints is the same) and the estimate fits
+    # a subset of them (a robust statistic of the sharp end; see _image_fwhm).
     back, rms = _background(img, guess, None, bad)
-    segm, thr, _ = _segment(img - back, guess, rms, nsigma, bad)
+    segm, thr, _ = _segment(img - back, guess, rms, nsigma, bad, deblend=False)
     if fwhm is None and segm.any():
-        tab = _measure(img, back, rms, segm, guess, saturation, bad)
+        tab = _measure(img, back, rms, segm, guess, saturation, bad, FWHM_SAMPLE)
         est = _image_fwhm(tab)
         if np.isfinite(est) and not 0.75 < est / guess < 1.33:
             guess = est
