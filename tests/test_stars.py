@@ -144,3 +144,45 @@ def test_gaussian_fit_jacobian_matches_finite_differences(centre, sigma):
     np.testing.assert_allclose(d_centre, num_c, atol=1e-8, rtol=0)
     np.testing.assert_allclose(d_logsig, num_l, atol=1e-8, rtol=0)
     assert np.abs(d_centre).max() > 0.05 and np.abs(d_logsig).max() > 0.05
+
+
+def test_batched_gaussian_fits_match_one_by_one_least_squares():
+    """fit_gaussians (all stars in one Levenberg-Marquardt) finds what scipy's
+    least_squares finds for each stamp alone, and flags what cannot be fitted."""
+    from scipy.optimize import least_squares
+
+    from astrosleuth_astro.stars import _pixel_gauss_1d, fit_gaussians
+
+    rng = np.random.default_rng(5)
+    n, size = 40, 11
+    coord = np.arange(size, dtype=np.float64)
+    xs, ys = rng.uniform(3.5, 6.5, n), rng.uniform(3.5, 6.5, n)
+    fw = rng.uniform(1.2, 4.0, n)
+    stamps = np.zeros((n, size, size))
+    for i in range(n):
+        s = fw[i] / 2.3548
+        img = 500 * np.outer(_pixel_gauss_1d(coord, ys[i], s), _pixel_gauss_1d(coord, xs[i], s))
+        stamps[i] = img + rng.normal(0, 0.5, (size, size))
+    good = np.ones((n, size, size), dtype=bool)
+    good[0] = False  # nothing to fit
+    good[1, :, 7:] = False  # an image edge: a 11 x 7 stamp
+    ny, nx = np.full(n, size), np.full(n, size)
+    nx[1] = 7
+    fx, fy, ff = fit_gaussians(stamps, good, np.full(n, 5.0), np.full(n, 5.0), 2.5, (ny, nx))
+    assert np.isnan([fx[0], fy[0], ff[0]]).all()
+    for i in range(1, n):
+        g, vals = good[i], stamps[i][good[i]]
+
+        def resid(p, g=g, vals=vals):
+            sig = np.exp(p[3])
+            m = p[0] * np.outer(
+                _pixel_gauss_1d(coord, p[2], sig), _pixel_gauss_1d(coord, p[1], sig)
+            )
+            return m[g] - vals
+
+        ref = least_squares(resid, [vals.sum(), 5.0, 5.0, np.log(2.5 / 2.3548)], method="lm")
+        ref = least_squares(resid, ref.x, method="lm", xtol=1e-14, ftol=1e-14)
+        assert abs(fx[i] - ref.x[1]) < 1e-4 and abs(fy[i] - ref.x[2]) < 1e-4
+        assert abs(ff[i] - 2.3548 * np.exp(ref.x[3])) < 1e-4
+        # ... and close to the truth (noise 0.1 % of the peak)
+        assert abs(fx[i] - xs[i]) < 0.05 and abs(ff[i] - fw[i]) < 0.1 * fw[i]
