@@ -316,6 +316,14 @@ def _gauss_model(
     return model, np.stack([c.reshape(n, -1) for c in cols], axis=2)
 
 
+def _solve_or_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a x = b`` for one star, NaN (a failed fit) when ``a`` is singular or not finite."""
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.full(b.shape, np.nan)
+
+
 def _fit_batch(
     stamps: np.ndarray, good: np.ndarray, x0: np.ndarray, y0: np.ndarray, fwhm0: float
 ) -> np.ndarray:
@@ -345,10 +353,14 @@ def _fit_batch(
             cost = np.einsum("ij,ij->i", r, r)
             jtj = np.einsum("nki,nkj->nij", jac, jac)
             grad = np.einsum("nki,nk->ni", jac, r)
-            # Marquardt's damping of the diagonal; the tiny ridge keeps a star whose
-            # Jacobian lost rank (flux gone to 0) solvable, and it is then rejected.
-            damp = jtj + lam[active, None, None] * jtj * eye + 1e-30 * eye
-            step = -np.linalg.solve(damp, grad[:, :, None])[:, :, 0]
+            # Marquardt's damping of the diagonal, and a relative ridge for a Jacobian
+            # that lost rank (flux gone to 0: the fit is rejected afterwards).
+            ridge = 1e-12 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * eye
+            damp = jtj + lam[active, None, None] * jtj * eye + ridge
+            try:
+                step = -np.linalg.solve(damp, grad[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:  # a star whose Jacobian vanished: one by one
+                step = -np.stack([_solve_or_nan(a, b) for a, b in zip(damp, grad, strict=True)])
             trial = pa + step * sc
             model_t, _ = _gauss_model(trial, coord, False)
             r_t = (model_t - vals[active]) * w

@@ -186,3 +186,18 @@ def test_batched_gaussian_fits_match_one_by_one_least_squares():
         assert abs(ff[i] - 2.3548 * np.exp(ref.x[3])) < 1e-4
         # ... and close to the truth (noise 0.1 % of the peak)
         assert abs(fx[i] - xs[i]) < 0.05 and abs(ff[i] - fw[i]) < 0.1 * fw[i]
+
+
+def test_batched_gaussian_fits_survive_degenerate_stamps():
+    """Degenerate stamps (empty, negative, constant) do not stop the batch: a negative
+    one is a failed fit (NaN) and the star beside them is fitted as alone."""
+    from astrosleuth_astro.stars import _pixel_gauss_1d, fit_gaussians
+
+    size = 9
+    c = np.arange(size, dtype=np.float64)
+    star = 300 * np.outer(_pixel_gauss_1d(c, 4.3, 1.1), _pixel_gauss_1d(c, 3.8, 1.1))
+    stamps = np.stack([np.zeros((size, size)), -np.ones((size, size)), star, np.ones((size, size))])
+    good = np.ones(stamps.shape, dtype=bool)
+    x, y, f = fit_gaussians(stamps, good, np.full(4, 4.0), np.full(4, 4.0), 2.5)
+    assert np.isnan(x[1]) and np.isnan(f[1])
+    assert abs(x[2] - 3.8) < 1e-6 and abs(y[2] - 4.3) < 1e-6 and abs(f[2] - 2.3548 * 1.1) < 1e-5

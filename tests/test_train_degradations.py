@@ -582,3 +582,29 @@ def test_training_stretch_auto_is_the_pipelines_choice():
         from_dict({"sim": {"starless_prob": 1.5}})
     with pytest.raises(InputError, match="stretch must be"):
         from_dict({"data": {"stretch": "gamma"}})
+
+
+def test_native_real_pairs_are_the_image_area_averaged_in_its_own_units():
+    """``native_prob = 1``: LR = area average of the HR crop, nothing else, and the
+    stretch is the pipeline's fit on that LR; off, the pair is in ADU with noise."""
+    from astrosleuth_astro.stretch import fit_stretch
+    from astrosleuth_astro.train.data import RealSource, real_pair
+
+    rng = np.random.default_rng(2)
+    lin = rng.normal(0.02, 0.003, (1, 128, 128))  # small native units, not ADU
+    lin[0, 60:64, 40:44] += 0.5
+    src = RealSource("l", lin, True, deg.image_stats(lin), lin.shape[-1])
+    cfg = Config()
+    cfg.data.stretch = "auto"
+    cfg.degradations.native_prob = 1.0
+    pair = real_pair(cfg, src, np.random.default_rng(1), (128, 128), origin=(0, 0))
+    lr = area_downsample(lin, SCALE)
+    st = fit_stretch(lr, "auto")
+    np.testing.assert_allclose(pair.lr[0], st.forward(lr)[0], atol=1e-6)
+    np.testing.assert_allclose(pair.hr[0], np.clip(st.forward(lin)[0], 0, 1), atol=1e-6)
+    assert pair.stretch.kind == st.kind
+    cfg.degradations.native_prob = 0.0
+    other = real_pair(cfg, src, np.random.default_rng(1), (128, 128), origin=(0, 0))
+    assert np.abs(other.lr[0] - pair.lr[0]).max() > 1e-3
+    with pytest.raises(InputError, match="native_prob"):
+        from_dict({"degradations": {"native_prob": 2.0}})

@@ -179,6 +179,9 @@ class DegradationConfig:
     #: Probability that a linear real pair gets no added detector noise (nor hot or cold
     #: pixels): a deep stack, whose only LR noise is the HR image's own, averaged down.
     clean_prob: float = 0.0
+    #: Probability that a linear real pair stays in the image's own units, with no blur
+    #: and no added noise: the LR is the HR image area-averaged, nothing else.
+    native_prob: float = 0.0
 
 
 @dataclass
@@ -497,6 +500,7 @@ def _validate_degradations(g: DegradationConfig, check: Callable[[bool, str], No
         "coma_prob",
         "jpeg_prob",
         "clean_prob",
+        "native_prob",
     ):
         val = getattr(g, key)
         check(0.0 <= val <= 1.0, f"[degradations] {key} must be in [0, 1], got {val}")

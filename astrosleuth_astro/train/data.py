@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..sim import simulate
+from ..sim import area_downsample, simulate
 from ..stretch import Stretch, fit_stretch
 from . import degradations as deg
 from .config import Config, SimConfig
@@ -306,7 +306,9 @@ def real_pair(
         y, x = origin
     hr = src.data[:, y : y + rh, x : x + rw]
     p = params or deg.sample_params(rng, cfg.degradations)
-    if src.linear:
+    if src.linear and p.native:
+        lr = area_downsample(hr, s)
+    elif src.linear:
         hr = deg.to_adu(hr, src.stats, p)
         lr = deg.degrade_linear(hr, s, p, rng)
     else:

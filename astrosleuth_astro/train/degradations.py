@@ -24,6 +24,9 @@ linear HR image (any units) is:
 5. add Poisson noise (``gain`` e-/ADU) and read noise (``read_noise`` e-), hot pixels,
    clip at full well. With probability ``clean_prob`` a pair skips steps 4 and 5: it
    stands for a deep stack, whose LR noise is the HR image's own noise averaged down.
+   With probability ``native_prob`` a linear pair skips every step but 3, in the image's
+   own units: the LR is the delivered image averaged down, as the real-image benchmark
+   makes it, and the stretch (``auto``) sees the image's own range.
 
 Display-referred (8-bit) sources skip the ADU mapping and the detector effects; after the
 same kernel blur and area downsampling they get Gaussian noise (``display_noise``) and,
@@ -109,6 +112,9 @@ class DegradeParams:
     #: A "deep stack" pair: no detector noise, hot or cold pixels are added, so the only
     #: noise in the LR is the HR image's own, area-averaged (linear sources only).
     clean: bool = False
+    #: A linear real pair in the image's own units: no ADU mapping, no extra blur, no
+    #: added noise; the LR is the HR area-averaged (the real-image benchmark's pair).
+    native: bool = False
 
 
 #: Quantiles of the image the bright end (``peak``) can be anchored to.
@@ -157,6 +163,7 @@ def sample_params(rng: np.random.Generator, cfg: DegradationConfig) -> DegradePa
         lo, hi = cfg.jpeg_quality
         p.jpeg_quality = int(rng.integers(int(round(lo)), int(round(hi)) + 1))
     p.clean = happens(rng, cfg.clean_prob)
+    p.native = happens(rng, cfg.native_prob)
     return p
 
 
