@@ -300,13 +300,17 @@ def _gauss_model(
     Jacobian (N, S*S, 4) by (flux, x, y, log sigma)."""
     n = p.shape[0]
     sig = np.exp(p[:, 3])[:, None]
+    flux = p[:, 0][:, None, None]
+    if not want_jac:  # the trial steps need only the values
+        gy, gx = (
+            _pixel_gauss_1d(coord[None], p[:, 2:3], sig),
+            _pixel_gauss_1d(coord[None], p[:, 1:2], sig),
+        )
+        return (flux * gy[:, :, None] * gx[:, None, :]).reshape(n, -1), None
     gy, dgy_c, dgy_l = _pixel_gauss_1d_derivs(coord[None], p[:, 2:3], sig)
     gx, dgx_c, dgx_l = _pixel_gauss_1d_derivs(coord[None], p[:, 1:2], sig)
     unit = gy[:, :, None] * gx[:, None, :]
-    flux = p[:, 0][:, None, None]
     model = (flux * unit).reshape(n, -1)
-    if not want_jac:
-        return model, None
     cols = (
         unit,
         flux * gy[:, :, None] * dgx_c[:, None, :],
