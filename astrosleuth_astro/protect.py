@@ -117,6 +117,15 @@ class StarProtector:
         self.strength = float(strength)
         self.scale = int(scale)
         self.det = detection if detection is not None else detect_stars(linear)
+        # A grey input's own detection already measured each star's annulus background on
+        # this very image (its luminance is the image), with the same footprints, FWHM and
+        # photometry: prepare() reuses it instead of measuring it again.
+        self._own_grey_detection = (
+            detection is None
+            and linear.shape[0] == 1
+            and linear.dtype == np.float32  # detect_stars measures the float32 luminance
+            and bool(np.isfinite(linear).all())  # and masks non-finite pixels, this not
+        )
         self.radius = float(factor * self.det.fwhm)
         self.halo = int(np.ceil(self.radius)) + 2
         self.segm = self.det.segmentation
@@ -153,6 +162,9 @@ class StarProtector:
         from .stars import _photometry
 
         cat = self.det.catalog
+        if self._own_grey_detection:
+            self.bkg[np.asarray(cat["id"]), 0] = np.asarray(cat["background"])
+            return
         bad = np.zeros(self.segm.shape, dtype=bool)
         for c in range(self.linear.shape[0]):
             _, local = _photometry(

@@ -423,6 +423,11 @@ def count_peaks(img: np.ndarray, region: np.ndarray, h: float) -> int:
 
     if not region.any():
         return 0
+    # Only the region's bounding box matters: every pixel outside the region is set below
+    # all of it, so it can neither hold a maximum nor raise a saddle between two.
+    rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    img, region = img[box], region[box]
     work = np.where(region, img, np.nanmin(img[region]) - h).astype(np.float64)
     work = np.nan_to_num(work, nan=float(np.nanmin(work)))
     peaks = h_maxima(work, max(float(h), 1e-12)).astype(bool) & region

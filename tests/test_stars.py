@@ -201,3 +201,61 @@ def test_batched_gaussian_fits_survive_degenerate_stamps():
     x, y, f = fit_gaussians(stamps, good, np.full(4, 4.0), np.full(4, 4.0), 2.5)
     assert np.isnan(x[1]) and np.isnan(f[1])
     assert abs(x[2] - 3.8) < 1e-6 and abs(y[2] - 4.3) < 1e-6 and abs(f[2] - 2.3548 * 1.1) < 1e-5
+
+
+def _blobs(shape, centres, sigma, amps):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape)
+    for (cy, cx), a in zip(centres, amps, strict=True):
+        img += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return img
+
+
+def test_count_peaks_counts_significant_maxima_only():
+    from astrosleuth_astro.stars import count_peaks
+
+    region = np.ones((40, 60), dtype=bool)
+    one = _blobs((40, 60), [(20, 30)], 3.0, [1.0])
+    assert count_peaks(one, region, 0.05) == 1
+    two = _blobs((40, 60), [(20, 15), (20, 45)], 3.0, [1.0, 0.6])
+    assert count_peaks(two, region, 0.05) == 2
+    # The fainter maximum stands 0.6 above the saddle: it needs h below that to count.
+    assert count_peaks(two, region, 0.7) == 1
+    # Two close cores whose dip is shallower than h are one peak.
+    close = _blobs((40, 60), [(20, 26.5), (20, 33.5)], 3.0, [1.0, 0.97])
+    dip = close[20, 30:].max() - close[20, 27:34].min()  # the fainter core's dynamic
+    assert 0 < dip < 0.1
+    assert count_peaks(close, region, 1.5 * dip) == 1
+    assert count_peaks(close, region, dip / 2) == 2
+    # A flat top counts once; outside the region nothing counts.
+    flat = np.minimum(one, 0.5)
+    assert count_peaks(flat, region, 0.05) == 1
+    left = np.zeros_like(region)
+    left[:, :30] = True
+    assert count_peaks(two, left, 0.05) == 1
+    assert count_peaks(two, np.zeros_like(region), 0.05) == 0
+
+
+def test_count_peaks_in_a_region_equals_h_maxima_on_the_whole_stamp():
+    """count_peaks works on the region's bounding box; on noisy stamps with irregular
+    regions it must count what skimage's h_maxima counts on the whole stamp."""
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+
+    from astrosleuth_astro.stars import count_peaks
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        shape = (int(rng.integers(20, 50)), int(rng.integers(20, 50)))
+        img = _blobs(shape, rng.uniform(5, 15, size=(3, 2)), 2.5, rng.uniform(0.2, 1, 3))
+        img += rng.normal(0, 0.03, shape)
+        region = ndimage.binary_dilation(
+            rng.random(shape) > 0.985, iterations=int(rng.integers(2, 6))
+        )
+        h = float(rng.uniform(0.02, 0.2))
+        if not region.any():
+            continue
+        work = np.where(region, img, img[region].min() - h)
+        peaks = h_maxima(work, h).astype(bool) & region
+        expected = ndimage.label(peaks, structure=np.ones((3, 3)))[1]
+        assert count_peaks(img, region, h) == expected, trial
