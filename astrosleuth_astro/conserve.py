@@ -163,10 +163,11 @@ def source_gain(
 def block_mean(img: np.ndarray, scale: int) -> np.ndarray:
     """Mean over each ``scale x scale`` block of the last two axes (float64)."""
     *lead, hh, ww = img.shape
-    blocks = np.asarray(img, dtype=np.float64).reshape(
-        *lead, hh // scale, scale, ww // scale, scale
-    )
-    return blocks.mean(axis=(-3, -1))
+    blocks = np.asarray(img).reshape(*lead, hh // scale, scale, ww // scale, scale)
+    # Sum along the contiguous axis first, accumulating in float64 without a float64
+    # copy of the image (one reduction over both axes at once is several times slower).
+    sums = blocks.sum(axis=-1, dtype=np.float64).sum(axis=-2)
+    return sums / (scale * scale)
 
 
 def conserve_flux(
@@ -269,10 +270,13 @@ def keep_sky_level(
         if not sky[c].any():
             continue
         diff = (np.asarray(lr[c], dtype=np.float64) - level[c])[sky[c]]
-        offsets[c] = sigma_clipped_stats(diff, sigma=3.0, maxiters=5)[0]
-        view = native[c].reshape(h, scale, w, scale)
-        rows, cols = np.nonzero(sky[c])
-        view[rows, :, cols, :] += np.float32(offsets[c])
+        # axis=0 on a 1-D sample takes astropy's compiled clipping loop (same statistics).
+        offsets[c] = sigma_clipped_stats(diff, sigma=3.0, maxiters=5, axis=0)[0]
+        # One dense pass: the source footprints get + 0.0, which leaves them unchanged.
+        shift = np.where(sky[c], np.float32(offsets[c]), np.float32(0.0))
+        view = native[c].view()
+        view.shape = (h, scale, w, scale)  # raises rather than silently adding to a copy
+        view += shift[:, None, :, None]
     return offsets
 
 
