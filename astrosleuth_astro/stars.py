@@ -470,18 +470,41 @@ def _segment(
             return np.zeros(sub.shape, dtype=np.int32), thr_sigma, smooth
         if not deblend:
             return np.asarray(segm.data, dtype=np.int32), thr_sigma, smooth
-        try:
-            segm = deblend_sources(
-                smooth,
-                segm,
-                npix,
-                n_levels=32,
-                contrast=DEBLEND_CONTRAST,
-                progress_bar=False,
-            )
-        except ValueError:  # deblending can refuse odd segments; keep them whole
-            pass
+        candidates = _deblend_candidates(smooth, segm.data)
+        if candidates.size:
+            try:
+                segm = deblend_sources(
+                    smooth,
+                    segm,
+                    npix,
+                    labels=candidates,
+                    n_levels=32,
+                    contrast=DEBLEND_CONTRAST,
+                    progress_bar=False,
+                )
+            except ValueError:  # deblending can refuse odd segments; keep them whole
+                pass
     return np.asarray(segm.data, dtype=np.int32), thr_sigma, smooth
+
+
+def _deblend_candidates(smooth: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels of the segments that deblending could split: those with two or more local
+    maxima of ``smooth`` inside them.
+
+    photutils splits a segment only where one of its multi-threshold levels has two
+    components, and every component of a level holds a local maximum of the segment
+    (its brightest pixel). A segment with a single maximum therefore comes back whole, so
+    passing only the others as ``labels`` gives the same segmentation, labels included
+    (new labels are numbered from the image's largest label either way), without
+    thresholding every star 32 times. Ties count as maxima, which only adds candidates.
+    Segments are 8-connected components, so no two touch and each pixel's neighbourhood
+    outside its own segment is masked out.
+    """
+    inside = labels > 0
+    work = np.where(inside, smooth, -np.inf)
+    peaks = inside & (work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf))
+    counts = np.bincount(labels[peaks], minlength=int(labels.max()) + 1)
+    return np.nonzero(counts >= 2)[0]
 
 
 def _measure(

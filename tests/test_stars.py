@@ -259,3 +259,29 @@ def test_count_peaks_in_a_region_equals_h_maxima_on_the_whole_stamp():
         peaks = h_maxima(work, h).astype(bool) & region
         expected = ndimage.label(peaks, structure=np.ones((3, 3)))[1]
         assert count_peaks(img, region, h) == expected, trial
+
+
+def test_deblending_only_multi_peak_segments_gives_the_same_segmentation():
+    """_segment deblends only segments with two or more local maxima; photutils must
+    return exactly what deblending every segment returns, labels included."""
+    import warnings
+
+    from photutils.segmentation import deblend_sources, detect_sources
+
+    from astrosleuth_astro.stars import _deblend_candidates, smooth_psf
+
+    rng = np.random.default_rng(3)
+    shape = (160, 200)
+    n = 120  # crowded: many pairs closer than a few FWHM
+    centres = np.column_stack([rng.uniform(5, shape[0] - 5, n), rng.uniform(5, shape[1] - 5, n)])
+    img = _blobs(shape, centres, 1.3, rng.uniform(5, 60, n)) + rng.normal(0, 1.0, shape)
+    smooth = smooth_psf(img, 3.0)
+    segm = detect_sources(smooth, 3 * smooth.std() / 3, 5)
+    candidates = _deblend_candidates(smooth, segm.data)
+    assert 0 < candidates.size < segm.n_labels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        every = deblend_sources(smooth, segm, 5, progress_bar=False)
+        some = deblend_sources(smooth, segm, 5, labels=candidates, progress_bar=False)
+    assert every.n_labels > segm.n_labels  # something was split
+    np.testing.assert_array_equal(some.data, every.data)
