@@ -63,13 +63,14 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.stats import SigmaClip, sigma_clipped_stats
+from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 
 from .stars import (
     ANNULUS_FWHM,
     APERTURE_FWHM,
     DILATE_FWHM,
+    FlatSigmaClip,
     StarDetection,
     count_peaks,
     detect_stars,
@@ -330,7 +331,7 @@ def _local_backgrounds(
             np.where(np.isfinite(diff), diff, np.nan),
             ann,
             mask=(det_lr.segmentation > 0) | ~np.isfinite(diff),
-            sigma_clip=SigmaClip(sigma=5.0, maxiters=5),
+            sigma_clip=FlatSigmaClip(sigma=5.0, maxiters=5),
         )
         delta = np.atleast_1d(np.asarray(st.mean, dtype=np.float64))
     delta = np.where(np.isfinite(delta), delta, 0.0)

@@ -285,3 +285,24 @@ def test_deblending_only_multi_peak_segments_gives_the_same_segmentation():
         some = deblend_sources(smooth, segm, 5, labels=candidates, progress_bar=False)
     assert every.n_labels > segm.n_labels  # something was split
     np.testing.assert_array_equal(some.data, every.data)
+
+
+def test_flat_sigma_clip_matches_astropy_sigma_clip_on_2d_cutouts():
+    from astropy.stats import SigmaClip
+
+    from astrosleuth_astro.stars import FlatSigmaClip
+
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        shape = (int(rng.integers(3, 30)), int(rng.integers(3, 30)))
+        data = rng.normal(100, 5, shape)
+        hot = rng.random(shape) < 0.05
+        data[hot] += rng.uniform(30, 300, hot.sum())  # outliers to clip
+        mask = rng.random(shape) < 0.3
+        cutout = np.ma.masked_array(data, mask=mask)
+        ours = FlatSigmaClip(sigma=3.0, maxiters=10)(cutout)
+        ref = SigmaClip(sigma=3.0, maxiters=10)(cutout)
+        assert ours.shape == shape
+        np.testing.assert_array_equal(ours.mask, ref.mask, err_msg=str(trial))
+        np.testing.assert_array_equal(ours.filled(0.0), ref.filled(0.0))
+    assert ref.mask.sum() > mask.sum()  # the outliers were clipped
