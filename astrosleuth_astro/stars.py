@@ -424,10 +424,15 @@ def count_peaks(img: np.ndarray, region: np.ndarray, h: float) -> int:
     if not region.any():
         return 0
     # Only the region's bounding box matters: every pixel outside the region is set below
-    # all of it, so it can neither hold a maximum nor raise a saddle between two.
+    # all of it, so it can neither hold a maximum nor raise a saddle between two. One ring
+    # of such pixels is kept around the box when the stamp had any: h_maxima finds no
+    # maximum at all in an array whose range is below h, which the low pixels prevent.
+    outside = not region.all()
     rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     img, region = img[box], region[box]
+    if outside:
+        img, region = np.pad(img, 1), np.pad(region, 1)
     work = np.where(region, img, np.nanmin(img[region]) - h).astype(np.float64)
     work = np.nan_to_num(work, nan=float(np.nanmin(work)))
     peaks = h_maxima(work, max(float(h), 1e-12)).astype(bool) & region

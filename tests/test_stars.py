@@ -259,6 +259,15 @@ def test_count_peaks_in_a_region_equals_h_maxima_on_the_whole_stamp():
         peaks = h_maxima(work, h).astype(bool) & region
         expected = ndimage.label(peaks, structure=np.ones((3, 3)))[1]
         assert count_peaks(img, region, h) == expected, trial
+    # A region that fills its bounding box, on a stamp whose values inside it span less
+    # than h: the whole stamp has lower pixels around it, so its maximum counts.
+    img = 1.0 + 0.01 * rng.random((20, 20))
+    region = np.zeros((20, 20), dtype=bool)
+    region[5:9, 6:12] = True
+    assert np.ptp(img[region]) < 0.1
+    work = np.where(region, img, img[region].min() - 0.1)
+    assert ndimage.label(h_maxima(work, 0.1).astype(bool) & region)[1] == 1
+    assert count_peaks(img, region, 0.1) == 1
 
 
 def test_deblending_only_multi_peak_segments_gives_the_same_segmentation():
