@@ -435,6 +435,12 @@ def count_peaks(img: np.ndarray, region: np.ndarray, h: float) -> int:
         img, region = np.pad(img, 1), np.pad(region, 1)
     work = np.where(region, img, np.nanmin(img[region]) - h).astype(np.float64)
     work = np.nan_to_num(work, nan=float(np.nanmin(work)))
+    if outside:
+        # One local maximum (no tie) means one regional maximum, which h_maxima always
+        # keeps when lower pixels exist: the answer is 1 without the reconstruction.
+        local = work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf)
+        if np.count_nonzero(local & region) == 1:
+            return 1
     peaks = h_maxima(work, max(float(h), 1e-12)).astype(bool) & region
     _, n = ndimage.label(peaks, structure=np.ones((3, 3)))
     return int(n)

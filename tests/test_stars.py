@@ -245,13 +245,19 @@ def test_count_peaks_in_a_region_equals_h_maxima_on_the_whole_stamp():
     from astrosleuth_astro.stars import count_peaks
 
     rng = np.random.default_rng(7)
-    for trial in range(40):
+    single_maximum = 0  # cases count_peaks answers without h_maxima
+    for trial in range(80):
         shape = (int(rng.integers(20, 50)), int(rng.integers(20, 50)))
-        img = _blobs(shape, rng.uniform(5, 15, size=(3, 2)), 2.5, rng.uniform(0.2, 1, 3))
-        img += rng.normal(0, 0.03, shape)
-        region = ndimage.binary_dilation(
-            rng.random(shape) > 0.985, iterations=int(rng.integers(2, 6))
-        )
+        if trial % 2:
+            img = _blobs(shape, rng.uniform(5, 15, size=(3, 2)), 2.5, rng.uniform(0.2, 1, 3))
+            img += rng.normal(0, 0.03, shape)
+            region = ndimage.binary_dilation(
+                rng.random(shape) > 0.985, iterations=int(rng.integers(2, 6))
+            )
+        else:  # one smooth star and its footprint, as in a network's output
+            img = _blobs(shape, rng.uniform(8, 12, size=(1, 2)), 2.5, [1.0])
+            img += rng.normal(0, 1e-4, shape)
+            region = img > 0.05
         h = float(rng.uniform(0.02, 0.2))
         if not region.any():
             continue
@@ -259,6 +265,9 @@ def test_count_peaks_in_a_region_equals_h_maxima_on_the_whole_stamp():
         peaks = h_maxima(work, h).astype(bool) & region
         expected = ndimage.label(peaks, structure=np.ones((3, 3)))[1]
         assert count_peaks(img, region, h) == expected, trial
+        local = work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf)
+        single_maximum += int(np.count_nonzero(local & region) == 1)
+    assert single_maximum >= 20
     # A region that fills its bounding box, on a stamp whose values inside it span less
     # than h: the whole stamp has lower pixels around it, so its maximum counts.
     img = 1.0 + 0.01 * rng.random((20, 20))
