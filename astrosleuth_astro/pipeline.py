@@ -52,7 +52,13 @@ from .conserve import conserve_flux as _conserve_flux
 from .engine.backends import repeat_mean
 from .engine.tiles import upscale_tiled
 from .errors import InputError
-from .resample import SCALES, from_native, upsample_bilinear, upsample_nearest
+from .resample import (
+    SCALES,
+    add_upsampled_bilinear,
+    from_native,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from .stretch import Stretch, fit_stretch
 
 #: Native scale of the AstroSleuth networks.
@@ -448,7 +454,12 @@ def to_linear(
         band = up + np.tensordot(LUMA, band - up, axes=1)[np.newaxis]
     lin = prep.stretch.inverse(band)
     if prep.residual is not None:
-        lin += upsampled(prep.residual)
+        # Mostly zero (the noise pixels below the black point): only the output pixels
+        # next to its nonzero pixels are computed, with the same result.
+        residual = prep.residual[:, lo_r:hi_r, lo_c:hi_c]
+        add_upsampled_bilinear(
+            lin, residual, n, rows=sub_rows, cols=(sub_cols.start, sub_cols.stop)
+        )
     return lin
 
 

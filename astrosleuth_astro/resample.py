@@ -125,6 +125,71 @@ def upsample_bilinear(
     return left + (right - left) * fx
 
 
+#: Above this fraction of nonzero input pixels, :func:`add_upsampled_bilinear` runs the
+#: dense upsampling (each nonzero pixel touches up to (2 * scale)**2 output pixels).
+SPARSE_FRACTION = 0.02
+
+
+def add_upsampled_bilinear(
+    out: np.ndarray,
+    img: np.ndarray,
+    scale: int,
+    rows: tuple[int, int] | None = None,
+    cols: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """``out += upsample_bilinear(img, scale, rows)[..., cols[0]:cols[1]]``, cheaply for
+    a mostly zero ``img``.
+
+    An output pixel whose four taps are all zero is exactly 0 in the upsampling, so when
+    few input pixels are nonzero (the clipped residual of a stretch: the few noise pixels
+    below its black point) only the output pixels next to them are computed, with the
+    same float32 operations as :func:`upsample_bilinear`: the sum is bit-identical.
+
+    Parameters
+    ----------
+    out : ndarray, shape (C, rows, cols), float32
+        Added to in place.
+    img : ndarray, shape (C, H, W)
+    scale : int
+    rows, cols : (int, int), optional
+        Output rows and columns of the upsampled image (default: all).
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+    """
+    n_ch, h, w = img.shape
+    r0, r1 = rows if rows is not None else (0, h * scale)
+    c0, c1 = cols if cols is not None else (0, w * scale)
+    src = np.asarray(img, dtype=np.float32)
+    ii, jj = np.nonzero(np.any(src != 0, axis=0))
+    if ii.size == 0:
+        return out
+    if ii.size > SPARSE_FRACTION * h * w:
+        out += upsample_bilinear(src, scale, rows=(r0, r1))[..., c0:c1]
+        return out
+    y0, y1, fy = _bilinear_taps(h, scale, r0, r1)
+    x0, x1, fx = _bilinear_taps(w, scale, c0, c1)
+    # Output rows that read input row i: those whose taps are (i - 1, i) or (i, i + 1),
+    # a contiguous run because the taps never decrease; the same for columns.
+    ya, yb = np.searchsorted(y0, ii - 1, "left"), np.searchsorted(y0, ii, "right")
+    xa, xb = np.searchsorted(x0, jj - 1, "left"), np.searchsorted(x0, jj, "right")
+    ky, kx = int((yb - ya).max()), int((xb - xa).max())
+    yy = ya[:, None, None] + np.arange(ky)[None, :, None]
+    xx = xa[:, None, None] + np.arange(kx)[None, None, :]
+    keep = (yy < yb[:, None, None]) & (xx < xb[:, None, None])
+    flat = np.unique((yy * (c1 - c0) + xx)[keep])
+    ys, xs = np.divmod(flat, c1 - c0)
+    # The same operations, in the same order, as upsample_bilinear.
+    top, bot = src[:, y0[ys], x0[xs]], src[:, y1[ys], x0[xs]]
+    left = top + (bot - top) * fy[ys]
+    top, bot = src[:, y0[ys], x1[xs]], src[:, y1[ys], x1[xs]]
+    right = top + (bot - top) * fy[ys]
+    out[:, ys, xs] += left + (right - left) * fx[xs]
+    return out
+
+
 def upsample_nearest(
     img: np.ndarray, scale: int, rows: tuple[int, int] | None = None
 ) -> np.ndarray:
