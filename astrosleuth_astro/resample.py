@@ -159,7 +159,7 @@ def add_upsampled_bilinear(
     ndarray
         ``out``.
     """
-    n_ch, h, w = img.shape
+    _, h, w = img.shape
     r0, r1 = rows if rows is not None else (0, h * scale)
     c0, c1 = cols if cols is not None else (0, w * scale)
     src = np.asarray(img, dtype=np.float32)

@@ -435,12 +435,10 @@ def count_peaks(img: np.ndarray, region: np.ndarray, h: float) -> int:
         img, region = np.pad(img, 1), np.pad(region, 1)
     work = np.where(region, img, np.nanmin(img[region]) - h).astype(np.float64)
     work = np.nan_to_num(work, nan=float(np.nanmin(work)))
-    if outside:
-        # One local maximum (no tie) means one regional maximum, which h_maxima always
-        # keeps when lower pixels exist: the answer is 1 without the reconstruction.
-        local = work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf)
-        if np.count_nonzero(local & region) == 1:
-            return 1
+    # One local maximum (no tie) means one regional maximum, which h_maxima always keeps
+    # when lower pixels exist: the answer is 1 without the reconstruction.
+    if outside and np.count_nonzero(_local_maxima(work, region)) == 1:
+        return 1
     peaks = h_maxima(work, max(float(h), 1e-12)).astype(bool) & region
     _, n = ndimage.label(peaks, structure=np.ones((3, 3)))
     return int(n)
@@ -514,11 +512,16 @@ def _deblend_candidates(smooth: np.ndarray, labels: np.ndarray) -> np.ndarray:
     Segments are 8-connected components, so no two touch and each pixel's neighbourhood
     outside its own segment is masked out.
     """
-    inside = labels > 0
-    work = np.where(inside, smooth, -np.inf)
-    peaks = inside & (work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf))
+    peaks = _local_maxima(smooth, labels > 0)
     counts = np.bincount(labels[peaks], minlength=int(labels.max()) + 1)
     return np.nonzero(counts >= 2)[0]
+
+
+def _local_maxima(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Pixels of ``inside`` that are >= each of their 8 neighbours inside it (ties
+    included; pixels outside ``inside`` are ignored)."""
+    work = np.where(inside, img, -np.inf)
+    return inside & (work >= ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf))
 
 
 def _measure(
