@@ -19,9 +19,11 @@ from astrosleuth_astro.train.data import (  # noqa: E402
     stretch_pair,
     stretch_vector,
 )
+from astrosleuth_astro.train.losses import block_mean_term  # noqa: E402
 from astrosleuth_astro.train.starloss import (  # noqa: E402
     StarLoss,
     flux_term,
+    forward_stretch,
     inverse_stretch,
     ring_term,
 )
@@ -182,6 +184,64 @@ def test_inverse_stretch_mixes_kinds_with_finite_gradients(field):
     assert (y.grad > 0).all()  # every inverse is increasing
 
 
+@pytest.mark.parametrize("kind", ["mtf", "asinh", "none"])
+def test_torch_forward_stretch_matches_stretch_forward(field, kind):
+    """The differentiable forward stretch equals Stretch.forward and inverts inverse_stretch."""
+    lin = field["res"].lr
+    st = fit_stretch(lin, kind)
+    v, code = stretch_vector(st)
+    vec = torch.from_numpy(v[None])
+    x = np.repeat(lin, 3, axis=0)[None].astype(np.float64)
+    got = forward_stretch(torch.from_numpy(x), vec, torch.tensor([int(code)]))[0, 0].double()
+    np.testing.assert_allclose(got.numpy(), st.forward(lin, dtype=np.float64)[0], atol=2e-6)
+    y = torch.linspace(0.0, 1.0, 101, dtype=torch.float64).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    back = forward_stretch(
+        inverse_stretch(y, vec, torch.tensor([int(code)])), vec, torch.tensor([int(code)])
+    )
+    np.testing.assert_allclose(back.numpy(), y.numpy(), atol=2e-6)
+
+
+def test_block_mean_term_sees_a_linear_sky_shift_that_the_pixel_loss_cannot(field):
+    """Noise that averages to zero in the stretched domain moves the linear sky (the
+    stretch is concave there): the pixel loss cannot tell it from a true sky shift of the
+    same size per pixel, the block-mean term does and is 0 only for equal block means."""
+    hr = field["hr"]
+    vec, kind = field["vec"], field["kind"]
+    t = _t(hr)
+    assert float(block_mean_term(t, t, vec, kind, 8)) == 0.0
+    # the same pixels, shuffled inside each 8x8 block: block means unchanged
+    n, c, h, w = t.shape
+    blocks = (
+        t.reshape(n, c, h // 8, 8, w // 8, 8)
+        .permute(0, 1, 2, 4, 3, 5)
+        .reshape(n, c, h // 8, w // 8, 64)
+    )
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    shuffled = (
+        blocks[..., perm]
+        .reshape(n, c, h // 8, w // 8, 8, 8)
+        .permute(0, 1, 2, 4, 3, 5)
+        .reshape(n, c, h, w)
+    )
+    assert float(torch.nn.functional.l1_loss(shuffled, t)) > 1e-3
+    assert float(block_mean_term(shuffled, t, vec, kind, 8)) < 1e-6
+    # +-d in a checkerboard (mean 0 in the stretched domain) against a uniform -d shift
+    d = 0.02
+    yy, xx = np.mgrid[:h, :w]
+    checker = torch.from_numpy(np.where((yy + xx) % 2 == 0, d, -d).astype(np.float32))
+    noisy = (t + checker).clamp(0, 1)
+    shifted = (t - d).clamp(0, 1)
+    l1 = torch.nn.functional.l1_loss
+    assert float(l1(noisy, t)) == pytest.approx(float(l1(shifted, t)), rel=0.05)
+    shift_term = float(block_mean_term(shifted, t, vec, kind, 8))
+    noise_term = float(block_mean_term(noisy, t, vec, kind, 8))
+    assert shift_term == pytest.approx(d, rel=0.15)  # stretched units, like the pixel loss
+    assert 0 < noise_term < 0.5 * shift_term
+    x = shifted.clone().requires_grad_(True)
+    block_mean_term(x, t, vec, kind, 8).backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
 TINY = """
 [model]
 num_feat = 8
@@ -217,6 +277,7 @@ log_every = 2
 ALL_ON = """
 [losses]
 star = 1.0
+block_mean = 0.5
 perceptual = 0.2
 adversarial = 0.05
 perceptual_pretrain_steps = 4
@@ -262,7 +323,7 @@ def test_all_losses_train_and_resume_exactly(tmp_path):
     assert full["step"] == 6 and all(np.isfinite(full["history"]))
     log = (Path(full["out_dir"]) / "train_log.csv").read_text().splitlines()
     assert log[0].endswith(
-        "loss_pixel,loss_star_ring,loss_star_flux,loss_perceptual,loss_adv,loss_d"
+        "loss_pixel,loss_star_ring,loss_star_flux,loss_block_mean,loss_perceptual,loss_adv,loss_d"
     )
     first = log[1].split(",")
     assert first[-2:] == ["nan", "nan"]  # no GAN before gan_start
@@ -351,6 +412,10 @@ def test_losses_config_errors():
         from_dict({"losses": {"gan_loss": "wgan"}})
     with pytest.raises(InputError, match="perceptual_layers"):
         from_dict({"losses": {"perceptual_layers": [4]}})
+    with pytest.raises(InputError, match="block_mean must be >= 0"):
+        from_dict({"losses": {"block_mean": -0.1}})
+    with pytest.raises(InputError, match="block_mean_size must be >= 1"):
+        from_dict({"losses": {"block_mean_size": 0}})
     with pytest.raises(InputError, match="at least one weight"):
         from_dict({"losses": {"pixel": 0.0}})
     cfg = from_dict({"losses": {"star": 0.5}})

@@ -224,6 +224,12 @@ class LossConfig:
     perceptual: float = 0.0
     #: Weight of the generator's adversarial loss (patch discriminator).
     adversarial: float = 0.0
+    #: Weight of the linear block-mean term: output and target averaged over blocks of
+    #: ``block_mean_size`` LR pixels in the *linear* domain (keeps the sky level and the
+    #: flux per block where a stretched-domain loss lets them drift).
+    block_mean: float = 0.0
+    #: Side of those blocks, LR pixels.
+    block_mean_size: int = 2
     #: Star detection threshold, in LR background sigmas (per LR pixel).
     star_nsigma: float = 3.0
     #: Width of the ring zone outside each star footprint, LR pixels.
@@ -455,10 +461,11 @@ def _validate(cfg: Config, where: str) -> None:
 
 
 def _validate_losses(lo: LossConfig, check: Callable[[bool, str], None]) -> None:
-    for key in ("pixel", "star", "perceptual", "adversarial"):
+    for key in ("pixel", "star", "perceptual", "adversarial", "block_mean"):
         check(getattr(lo, key) >= 0, f"[losses] {key} must be >= 0")
+    check(lo.block_mean_size >= 1, "[losses] block_mean_size must be >= 1")
     check(
-        lo.pixel + lo.star + lo.perceptual + lo.adversarial > 0,
+        lo.pixel + lo.star + lo.perceptual + lo.adversarial + lo.block_mean > 0,
         "[losses] at least one weight must be > 0",
     )
     check(lo.star_nsigma > 0, "[losses] star_nsigma must be > 0")

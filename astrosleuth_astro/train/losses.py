@@ -59,3 +59,43 @@ def psnr(pred: torch.Tensor | float, target: torch.Tensor | None = None) -> floa
     """PSNR in dB for signals in [0, 1] (``pred`` may be a precomputed MSE)."""
     mse = float(pred) if target is None else float(F.mse_loss(pred.double(), target.double()))
     return float("inf") if mse <= 0 else -10.0 * float(torch.log10(torch.tensor(mse)))
+
+
+def block_mean_term(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    vec: torch.Tensor,
+    kind: torch.Tensor,
+    block: int,
+) -> torch.Tensor:
+    """L1 distance of ``pred`` and ``target`` averaged over blocks in the linear domain.
+
+    A loss in the stretched domain is blind to the bias that the inverse stretch turns a
+    symmetric error into, and an L1 loss pulls a skewed sky to its median: both move the
+    linear sky level that the pipeline returns. This term averages output and target over
+    ``block`` x ``block`` pixels in linear units (where the pipeline's output lives) and
+    compares the block means after stretching them again, so its scale and gradients are
+    those of the pixel loss (a linear difference measured in the bright stars' units would
+    swamp every other term).
+
+    Parameters
+    ----------
+    pred, target : Tensor, shape (N, C, H, W)
+        Stretched domain.
+    vec, kind
+        Stretch of each sample (see :func:`.starloss.inverse_stretch`).
+    block : int
+        Block side in HR pixels; rows and columns beyond a whole block are left out.
+
+    Returns
+    -------
+    Tensor
+        Scalar, stretched-domain units per block and channel.
+    """
+    from .starloss import forward_stretch, inverse_stretch
+
+    mean_p = F.avg_pool2d(inverse_stretch(pred, vec, kind), block)
+    with torch.no_grad():
+        mean_t = F.avg_pool2d(inverse_stretch(target, vec, kind), block)
+        ref = forward_stretch(mean_t, vec, kind)
+    return (forward_stretch(mean_p, vec, kind) - ref).abs().mean()

@@ -1,4 +1,5 @@
-"""The training objective of ``[losses]``: pixel, star-aware, perceptual and adversarial.
+"""The training objective of ``[losses]``: pixel, star-aware, block-mean, perceptual and
+adversarial.
 
 :class:`Objective` holds what the terms need besides the generator (the frozen
 perceptual feature net, the patch discriminator and its AdamW optimiser), computes the
@@ -22,10 +23,10 @@ import torch
 
 from .config import Config
 from .data import Batch, PairBank
-from .losses import LossFn
+from .losses import LossFn, block_mean_term
 
 #: Names of the logged terms, in CSV column order (``loss_<name>``).
-TERMS = ("pixel", "star_ring", "star_flux", "perceptual", "adv", "d")
+TERMS = ("pixel", "star_ring", "star_flux", "block_mean", "perceptual", "adv", "d")
 
 
 class Objective:
@@ -59,7 +60,9 @@ class Objective:
             self.disc_opt = torch.optim.AdamW(
                 self.disc.parameters(), lr=lo.disc_lr, betas=cfg.train.betas, weight_decay=0.0
             )
-        self.pixel_only = lo.star == 0 and lo.perceptual == 0 and lo.adversarial == 0
+        self.pixel_only = (
+            lo.star == 0 and lo.perceptual == 0 and lo.adversarial == 0 and lo.block_mean == 0
+        )
 
     # -- set-up and state ------------------------------------------------------------------
     @property
@@ -72,6 +75,7 @@ class Objective:
             "pixel": True,
             "star_ring": lo.star > 0,
             "star_flux": lo.star > 0,
+            "block_mean": lo.block_mean > 0,
             "perceptual": lo.perceptual > 0,
             "adv": lo.adversarial > 0,
             "d": lo.adversarial > 0,
@@ -141,6 +145,16 @@ class Objective:
             )
             total = total + lo.star * s
             terms.update(parts)
+        if lo.block_mean > 0:
+            m = block_mean_term(
+                pred,
+                hr,
+                torch.from_numpy(batch.stretch),
+                torch.from_numpy(batch.stretch_kind),
+                lo.block_mean_size * self.cfg.data.scale,
+            )
+            total = total + lo.block_mean * m
+            terms["block_mean"] = m.detach()
         if self.perceptual is not None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.amp):
                 p = self.perceptual(pred, hr)

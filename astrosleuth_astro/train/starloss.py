@@ -61,6 +61,23 @@ def inverse_stretch(y: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> t
     return u * (white - black) + black
 
 
+def forward_stretch(u: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """Differentiable :meth:`astrosleuth_astro.stretch.Stretch.forward`: the inverse of
+    :func:`inverse_stretch` (same arguments; linear in, stretched in [0, 1] out)."""
+    vec = vec.to(torch.float32)
+    black, white, p = (vec[:, i, :, None, None] for i in range(3))
+    v = ((u.float() - black) / (white - black).clamp_min(1e-30)).clamp(0.0, 1.0)
+    k = kind.to(v.device).view(-1, 1, 1, 1)
+    is_mtf = k == STRETCH_KINDS["mtf"]
+    is_asinh = k == STRETCH_KINDS["asinh"]
+    m = torch.where(is_mtf, p, torch.full_like(p, 0.5))
+    a = torch.where(is_asinh, p, torch.ones_like(p))
+    # mtf(v, m) = (m - 1) v / ((2m - 1) v - m); the denominator is in [-1, -min(m, 1-m)].
+    y_mtf = (m - 1.0) * v / ((2.0 * m - 1.0) * v - m)
+    y_asinh = torch.asinh(v / a) / torch.asinh(1.0 / a)
+    return torch.where(is_mtf, y_mtf, torch.where(is_asinh, y_asinh, v))
+
+
 def ring_term(
     pred: torch.Tensor, target: torch.Tensor, dist: torch.Tensor, ring: float
 ) -> torch.Tensor:
