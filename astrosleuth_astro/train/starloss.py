@@ -26,6 +26,20 @@ import torch
 from .data import STRETCH_KINDS
 
 
+def _stretch_params(vec: torch.Tensor, kind: torch.Tensor, device: torch.device) -> tuple:
+    """Black, white, kind masks and safe mtf / asinh parameters, shaped for (N, C, H, W)."""
+    vec = vec.to(torch.float32)
+    black, white, p = (vec[:, i, :, None, None] for i in range(3))
+    k = kind.to(device).view(-1, 1, 1, 1)
+    is_mtf = k == STRETCH_KINDS["mtf"]
+    is_asinh = k == STRETCH_KINDS["asinh"]
+    # Safe parameters where a kind does not apply, so no branch makes inf/NaN (whose
+    # gradients would poison torch.where).
+    m = torch.where(is_mtf, p, torch.full_like(p, 0.5))
+    a = torch.where(is_asinh, p, torch.ones_like(p))
+    return black, white, is_mtf, is_asinh, m, a
+
+
 def inverse_stretch(y: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """Differentiable inverse of :meth:`astrosleuth_astro.stretch.Stretch.inverse`.
 
@@ -45,15 +59,7 @@ def inverse_stretch(y: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> t
         Linear values in the input units of each sample.
     """
     v = y.float().clamp(0.0, 1.0)
-    vec = vec.to(torch.float32)
-    black, white, p = (vec[:, i, :, None, None] for i in range(3))
-    k = kind.to(v.device).view(-1, 1, 1, 1)
-    is_mtf = k == STRETCH_KINDS["mtf"]
-    is_asinh = k == STRETCH_KINDS["asinh"]
-    # Safe parameters where a kind does not apply, so no branch makes inf/NaN (whose
-    # gradients would poison torch.where).
-    m = torch.where(is_mtf, p, torch.full_like(p, 0.5))
-    a = torch.where(is_asinh, p, torch.ones_like(p))
+    black, white, is_mtf, is_asinh, m, a = _stretch_params(vec, kind, v.device)
     # mtf(v, 1 - m) = m v / ((2m - 1) v + 1 - m); the denominator is in [min(m, 1-m), 1].
     u_mtf = m * v / ((2.0 * m - 1.0) * v + 1.0 - m)
     u_asinh = a * torch.sinh(v * torch.asinh(1.0 / a))
@@ -64,14 +70,8 @@ def inverse_stretch(y: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> t
 def forward_stretch(u: torch.Tensor, vec: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """Differentiable :meth:`astrosleuth_astro.stretch.Stretch.forward`: the inverse of
     :func:`inverse_stretch` (same arguments; linear in, stretched in [0, 1] out)."""
-    vec = vec.to(torch.float32)
-    black, white, p = (vec[:, i, :, None, None] for i in range(3))
+    black, white, is_mtf, is_asinh, m, a = _stretch_params(vec, kind, u.device)
     v = ((u.float() - black) / (white - black).clamp_min(1e-30)).clamp(0.0, 1.0)
-    k = kind.to(v.device).view(-1, 1, 1, 1)
-    is_mtf = k == STRETCH_KINDS["mtf"]
-    is_asinh = k == STRETCH_KINDS["asinh"]
-    m = torch.where(is_mtf, p, torch.full_like(p, 0.5))
-    a = torch.where(is_asinh, p, torch.ones_like(p))
     # mtf(v, m) = (m - 1) v / ((2m - 1) v - m); the denominator is in [-1, -min(m, 1-m)].
     y_mtf = (m - 1.0) * v / ((2.0 * m - 1.0) * v - m)
     y_asinh = torch.asinh(v / a) / torch.asinh(1.0 / a)
