@@ -233,3 +233,32 @@ def test_interrupt_checkpoints_and_resume_is_exact(smoke: Path, tmp_path: Path, 
     assert resumed["history"] == reference["history"]
     for k, v in reference["ema"].items():
         assert torch.equal(resumed["ema"][k], v), k
+
+
+def test_a_fine_tune_records_the_weights_it_started_from(tmp_path: Path) -> None:
+    """The exported registry entry names ``[model] init`` and the sha256 of those weights."""
+    import tomllib
+
+    from astrosleuth_astro.models import get_entry
+    from astrosleuth_astro.train.command import preset_path
+    from astrosleuth_astro.train.config import load_config
+    from astrosleuth_astro.train.loop import train
+
+    cfg = load_config(preset_path("smoke"))
+    for k in ("num_feat", "num_conv", "num_up_feat"):  # the default model's architecture
+        setattr(cfg.model, k, get_entry("default").training["arch_kwargs"][k])
+    cfg.model.init = "default"
+    cfg.train.steps, cfg.val.every, cfg.val.star_metrics = 2, 2, False
+    cfg.output.out_dir = str(tmp_path / "run")
+    res = train(cfg, log=lambda m: None)
+    reg = tomllib.loads((tmp_path / "run" / "export" / "smoke.registry.toml").read_text())
+    training = reg["models"]["smoke"]["training"]
+    assert res["finished"]
+    assert training["init"] == "default"
+    assert training["init_sha256"] == get_entry("default").sha256
+    # a run from scratch records no init
+    cfg.model.init = ""
+    cfg.output.out_dir = str(tmp_path / "scratch")
+    train(cfg, log=lambda m: None)
+    reg = tomllib.loads((tmp_path / "scratch" / "export" / "smoke.registry.toml").read_text())
+    assert "init" not in reg["models"]["smoke"]["training"]

@@ -172,12 +172,16 @@ def registry_entry(
     data_summary: dict,
     validation: list[dict],
     tile: int,
+    init: str = "",
+    init_sha256: str = "",
 ) -> str:
     """A ``[models.<name>]`` registry table (paths relative to the export folder) with its
     ``[models.<name>.training]`` table: config file, steps, architecture, data, validation.
 
     Append it to a registry file (``$ASTROSLEUTH_REGISTRY``) and copy the two model files
-    next to that registry to use the model by name.
+    next to that registry to use the model by name. A fine-tune (``init``, the
+    ``[model] init`` it started from, with the sha256 of those weights) records both, so
+    the chain of trainings that made a model can be followed.
     """
     n_params = kwargs.pop("_params", None)
     arch_txt = ", ".join(
@@ -199,6 +203,7 @@ def registry_entry(
     training = {
         "config": config_file,
         "steps": steps,
+        **({"init": init, "init_sha256": init_sha256} if init else {}),
         "arch_kwargs": kwargs,
         "parameters": n_params,
         **{k: v for k, v in data_summary.items()},

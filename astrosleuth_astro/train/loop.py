@@ -64,6 +64,16 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return model
 
 
+def _init_sha256(cfg: Config) -> str:
+    """sha256 of the weights file ``[model] init`` names ("" when not fine-tuning)."""
+    init = cfg.resolved_init()
+    if not init:
+        return ""
+    from ..models import resolve, sha256_file
+
+    return sha256_file(resolve(init)[0])
+
+
 def _init_state(init: str, model: torch.nn.Module) -> dict:
     """The state dict of ``init`` (a weights file or registry name), checked against
     ``model``'s keys and shapes."""
@@ -586,6 +596,8 @@ def export_run(
             data_summary=summary,
             validation=validation or [],
             tile=256 if cfg.model.arch == "fast" else 192,
+            init=cfg.model.init,
+            init_sha256=_init_sha256(cfg),
         )
     )
     return {
