@@ -17,7 +17,6 @@ from ..errors import InputError
 PRESETS = {
     "smoke": "smoke.toml",
     "default": "default.toml",
-    "default-finetune": "default_finetune.toml",
     "compare-fast": "compare_fast.toml",
     "compare-v1": "compare_rrdb.toml",
 }
