@@ -139,6 +139,7 @@ def upscale(
     batch_size: int | None = None,
     luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
     conserve_flux: bool | str = False,
@@ -171,6 +172,10 @@ def upscale(
         Colour only: network luminance, chroma upsampled from the input.
     progress : callable, optional
         ``progress(done_tiles, total_tiles)``.
+    stage : callable, optional
+        ``stage(name)`` when a long stage begins: ``"detecting stars"``, ``"upscaling"``,
+        ``"repairing stars"`` (:data:`astrosleuth_astro.pipeline.STAGES`; the star stages
+        only with ``protect_stars``).
     protect_stars : bool
         Repair dark rings, flux and split cores inside the stars' dilated footprints;
         pixels outside them are unchanged (:mod:`astrosleuth_astro.protect`).
@@ -214,6 +219,7 @@ def upscale(
         batch_size=batch_size,
         luminance_only=luminance_only,
         progress=progress,
+        stage=stage,
         protect_stars=protect_stars,
         protect_strength=protect_strength,
         conserve_flux=conserve_flux,
@@ -316,7 +322,7 @@ def upscale_file(
         Replace an existing ``dst``.
     **options
         ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``,
-        ``protect_stars``, ``protect_strength``, ``conserve_flux`` and model options, as
+        ``stage``, ``protect_stars``, ``protect_strength``, ``conserve_flux`` and model options, as
         for :func:`upscale`.
 
     Returns
@@ -339,6 +345,7 @@ _PIPELINE_OPTIONS = {
     "batch_size",
     "luminance_only",
     "progress",
+    "stage",
     "protect_stars",
     "protect_strength",
     "conserve_flux",
@@ -427,6 +434,7 @@ def upscale_image(
     batch_size: int | None = None,
     luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
     memmap_threshold: int = MEMMAP_THRESHOLD,
     protect_stars: bool = False,
     protect_strength: float = 1.0,
@@ -457,6 +465,7 @@ def upscale_image(
         **_tiling(net, tile, pad, batch_size),
         luminance_only=luminance_only,
         progress=progress,
+        stage=stage,
         protect_stars=protect_stars,
         protect_strength=protect_strength,
         conserve_flux=conserve_flux,

@@ -210,7 +210,7 @@ def _cmd_upscale(args) -> int:
                 precision=args.precision,
                 **_next_options(args),
             )
-        with _progress_bar(src.name, args.quiet) as progress:
+        with _progress_bar(src.name, args.quiet) as (progress, stage):
             report = upscale_image(
                 image,
                 dst,
@@ -221,6 +221,7 @@ def _cmd_upscale(args) -> int:
                 tile=args.tile,
                 luminance_only=args.luminance_only,
                 progress=progress,
+                stage=stage,
                 protect_stars=args.protect_stars,
                 protect_strength=args.protect_strength,
                 conserve_flux=args.conserve_flux,
@@ -252,9 +253,14 @@ def _next_options(args) -> dict:
 
 @contextmanager
 def _progress_bar(name: str, quiet: bool):
-    """A tqdm bar on stderr fed by the engine's ``progress(done, total)`` callback."""
+    """A tqdm bar on stderr: ``(progress, stage)`` callbacks for the pipeline.
+
+    ``progress(done, total)`` moves the bar over the tiles; ``stage(name)`` shows the
+    stage in the bar's label, so the star stages of ``--protect-stars`` (which can take
+    longer than the network) do not look like a stall.
+    """
     if quiet:
-        yield None
+        yield None, None
         return
     from tqdm import tqdm
 
@@ -265,8 +271,11 @@ def _progress_bar(name: str, quiet: bool):
         bar.n = done
         bar.refresh()
 
+    def stage(label: str) -> None:
+        bar.set_description_str(f"{name}: {label}")
+
     try:
-        yield progress
+        yield progress, stage
     finally:
         bar.close()
 

@@ -75,6 +75,8 @@ Net = Callable[[np.ndarray], np.ndarray]
 
 #: Stages reported in ``timings`` by :func:`upscale_array` (seconds, wall clock).
 TIMED_STAGES = ("stretch", "stars", "network", "tiling", "inverse", "write")
+#: Names that ``upscale_array``'s ``stage`` callback receives, in order.
+STAGES = ("detecting stars", "upscaling", "repairing stars")
 
 
 @contextmanager
@@ -539,6 +541,7 @@ def upscale_array(
     pad: int | None = None,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
     out: np.ndarray | None = None,
     work: np.ndarray | None = None,
     protect_stars: bool = False,
@@ -568,6 +571,11 @@ def upscale_array(
         Tiling: tile size and context padding in input pixels, tiles per forward.
     progress : callable, optional
         ``progress(done, total)`` after each batch of tiles.
+    stage : callable, optional
+        ``stage(name)`` when a long stage begins, with a name from :data:`STAGES`:
+        ``"detecting stars"`` and ``"repairing stars"`` (only with ``protect_stars``,
+        which can take longer than the network) and ``"upscaling"`` (the tiles, whose
+        progress ``progress`` reports).
     out : ndarray, optional
         Destination ``(C, sH, sW)`` (may be a ``np.memmap``); written band by band.
     work : ndarray, optional
@@ -614,6 +622,8 @@ def upscale_array(
         from .protect import StarProtector
 
         # Detected once on the whole linear input, before tiling: tiles and bands agree.
+        if stage is not None:
+            stage("detecting stars")
         with clock(timings, "stars"):
             protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
 
@@ -631,6 +641,8 @@ def upscale_array(
         work = out if (out is not None and scale == NATIVE_SCALE) else None
     if work is not None and tuple(work.shape) != full_shape:
         raise ValueError(f"work array has shape {work.shape}, expected {full_shape}")
+    if stage is not None:
+        stage("upscaling")
     net_out = upscale_tiled(
         prep.stretched,
         net_c,
@@ -657,6 +669,8 @@ def upscale_array(
             blk = net_out[:, n * r0 : n * r1, n * c0 : n * c1]
             return to_linear(prep, blk, (r0, r1), (c0, c1), luminance_only)
 
+        if stage is not None:
+            stage("repairing stars")
         with clock(timings, "stars"):
             protector.prepare(native_block)
 

@@ -496,6 +496,20 @@ def _progress_callback(siril: Any, label: str) -> Callable[[int, int], None]:
     return progress
 
 
+def _stage_options(siril: Any, label: str) -> dict[str, Any]:
+    """``stage=`` for the pipeline: the star stages of star protection get their own line
+    in Siril's progress bar (they can take longer than the tiles). Empty when the
+    pipeline has no ``stage`` option."""
+    if "stage" not in inspect.signature(_upscale_array()).parameters:
+        return {}
+
+    def stage(name: str) -> None:
+        # Star repair runs after the last tile: the bar stays full while it does.
+        siril.update_progress(f"{label}: {name}", 1.0 if name == "repairing stars" else 0.0)
+
+    return {"stage": stage}
+
+
 # --------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------
@@ -665,6 +679,7 @@ def upscale_current_image(
                 tile=int(tile) if tile else int(getattr(net, "tile", 256)),
                 batch_size=int(batch_size),
                 progress=_progress_callback(siril, label),
+                **_stage_options(siril, label),
                 **star_opts,
                 **flux_opts,
             )

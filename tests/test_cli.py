@@ -163,3 +163,19 @@ def test_next_options_refused_for_other_models(capsys, tiny_fast_model, sim_fits
         capsys, "upscale", sim_fits, "-o", out, "--model", tiny_fast_model, "--star-strength", "0.5"
     )
     assert code == 2 and "NEXT" in err and not out.exists()
+
+
+def test_protect_stars_shows_its_star_stages_on_the_progress_bar(capsys, tiny_fast_model, tmp_path):
+    src = write_sim_fits(tmp_path / "in.fits", shape=(48, 56), seed=4)
+    code, _, err = run_cli(
+        capsys, "upscale", src, "-o", tmp_path / "out.fits", "--model", tiny_fast_model,
+        "--protect-stars",
+    )  # fmt: skip
+    assert code == 0, err
+    # the bar's label names the stage, so a long star stage does not look like a stall
+    assert "in.fits: detecting stars" in err and "in.fits: upscaling" in err
+    code, _, err = run_cli(
+        capsys, "upscale", src, "-o", tmp_path / "q.fits", "--model", tiny_fast_model,
+        "--protect-stars", "--quiet",
+    )  # fmt: skip
+    assert code == 0 and err == ""

@@ -168,3 +168,18 @@ def test_api_and_cli_plumbing(tiny_fast_model, tmp_path):
         ]
     )
     assert rc == 2 and not (tmp_path / "x.fits").exists()
+
+
+def test_stage_callback_names_the_star_stages_in_order(field):
+    _, lr, _ = field
+    seen: list[str] = []
+    upscale_array(lr, ringing_net(), scale=4, tile=48, stretch="none", stage=seen.append)
+    assert seen == ["upscaling"]
+    seen.clear()
+    upscale_array(
+        lr, ringing_net(), scale=4, tile=48, stretch="none", protect_stars=True, stage=seen.append
+    )
+    assert seen == ["detecting stars", "upscaling", "repairing stars"]
+    from astrosleuth_astro.pipeline import STAGES
+
+    assert tuple(seen) == STAGES

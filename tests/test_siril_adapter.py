@@ -683,3 +683,15 @@ def test_script_bad_option_and_failure(monkeypatch, tiny_fast_model, tmp_path):
     assert np.array_equal(busy.pixels, data)
     errors = [line for line in busy.logs if "not changed" in line]
     assert len(errors) == 1 and "busy" in errors[0]
+
+
+def test_star_stages_show_in_sirils_progress_bar(tiny_net):
+    data = field((40, 48), seed=3).astype(np.float32)
+    fake = StandInSiril(data, None)
+    siril.upscale_current_image(fake, model=tiny_net, scale=2, protect_stars=True, tile=24)
+    messages = [m for m, _ in fake.progress]
+    assert any(m.endswith(": detecting stars") for m in messages), messages
+    assert any(m.endswith(": upscaling") for m in messages), messages
+    assert all(0.0 <= f <= 1.0 for _, f in fake.progress)  # sirilpy refuses anything else
+    stages = [f for m, f in fake.progress if m.endswith(("stars", "upscaling"))]
+    assert stages[0] == 0.0  # detection starts before any tile
