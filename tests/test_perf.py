@@ -101,8 +101,7 @@ def test_cli_precision_fp32_runs(tmp_path):
     assert fits.getdata(dst).shape == (80, 96)
 
 
-@needs_bf16
-def test_bf16_within_bound_of_fp32():
+def _check_bf16_bound() -> None:
     from astrosleuth_astro.pipeline import upscale_array
     from astrosleuth_astro.sim import simulate
 
@@ -121,6 +120,22 @@ def test_bf16_within_bound_of_fp32():
     assert abs(delta) <= 0.05, delta
     assert _psnr(outs["bf16"], outs["fp32"], peak) >= 70.0
     assert not np.array_equal(outs["bf16"], outs["fp32"])  # bf16 really ran
+
+
+@needs_bf16
+def test_bf16_within_bound_of_fp32():
+    _check_bf16_bound()
+
+
+def test_bf16_rounding_within_bound_of_fp32_on_any_cpu(monkeypatch):
+    """The same bound through oneDNN's bf16 emulation, so that CPUs without bf16 (where
+    ``auto`` never picks it) still check what bf16 rounding does to the shipped weights:
+    the operands are rounded to bf16 exactly as on AVX512-BF16/AMX hardware; only the
+    speed and the accumulation order differ."""
+    from astrosleuth_astro.engine import backends
+
+    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    _check_bf16_bound()
 
 
 @needs_bf16
