@@ -611,6 +611,7 @@ def upscale_array(
     if tile is not None and tile < 1:
         raise InputError(f"--tile: must be a positive number of pixels, got {tile}")
     flux_mode = resolve_mode(conserve_flux)
+    stage = stage or (lambda _name: None)
     with clock(timings, "stretch"):
         # Star protection needs the whole linear input; otherwise nothing whole-image is
         # built: the stretch (and residual, mask) is applied band by band as rows are read.
@@ -622,8 +623,7 @@ def upscale_array(
         from .protect import StarProtector
 
         # Detected once on the whole linear input, before tiling: tiles and bands agree.
-        if stage is not None:
-            stage("detecting stars")
+        stage("detecting stars")
         with clock(timings, "stars"):
             protector = StarProtector(prep.work, strength=protect_strength, scale=NATIVE_SCALE)
 
@@ -641,8 +641,7 @@ def upscale_array(
         work = out if (out is not None and scale == NATIVE_SCALE) else None
     if work is not None and tuple(work.shape) != full_shape:
         raise ValueError(f"work array has shape {work.shape}, expected {full_shape}")
-    if stage is not None:
-        stage("upscaling")
+    stage("upscaling")
     net_out = upscale_tiled(
         prep.stretched,
         net_c,
@@ -669,8 +668,7 @@ def upscale_array(
             blk = net_out[:, n * r0 : n * r1, n * c0 : n * c1]
             return to_linear(prep, blk, (r0, r1), (c0, c1), luminance_only)
 
-        if stage is not None:
-            stage("repairing stars")
+        stage("repairing stars")
         with clock(timings, "stars"):
             protector.prepare(native_block)
 

@@ -92,7 +92,9 @@ def _held_out(data: np.ndarray, holdout: float, cap: int) -> np.ndarray:
     return np.ascontiguousarray(part[:, y : y + hh, x : x + ww], dtype=np.float64)
 
 
-def real(net, cfg, root: str, cap: int, protect: bool, flux: str = "off") -> list[dict]:
+def real_items(cfg, root: str, cap: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, HR)`` of every real held-out image of the config: the held-out columns of
+    each training image and SDSS cube, and every ``val_only`` image whole."""
     from pathlib import Path
 
     d = cfg.data
@@ -111,8 +113,12 @@ def real(net, cfg, root: str, cap: int, protect: bool, flux: str = "off") -> lis
     for f in d.val_only:
         data, _ = load_image(Path(root) / f)
         items.append((f + " (val only)", _held_out(data, 1.0, cap)))
+    return items
+
+
+def real(net, cfg, root: str, cap: int, protect: bool, flux: str = "off") -> list[dict]:
     rows = []
-    for name, hr in items:
+    for name, hr in real_items(cfg, root, cap):
         lr = area_downsample(hr, SCALE)
         inp = lr[0] if lr.shape[0] == 1 else lr
         sr = asa.upscale(inp, model=net, protect_stars=protect, conserve_flux=flux)

@@ -33,16 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
-from model_targets import SCALE, _held_out  # same crops as the targets
+from model_targets import SCALE, real_items  # same crops as the targets
 
+import astrosleuth_astro as asa
 from astrosleuth_astro.sim import area_downsample
 from astrosleuth_astro.stars import star_mask
 from astrosleuth_astro.stretch import fit_stretch
 from astrosleuth_astro.train.config import load_config
-from astrosleuth_astro.train.data import load_image
 from astrosleuth_astro.train.loop import bicubic
 
 
@@ -53,13 +52,6 @@ def lowpass_nyquist(img: np.ndarray, scale: int) -> np.ndarray:
     fx = np.abs(np.fft.fftfreq(img.shape[1]))[None, :]
     keep = (fy < 0.5 / scale) & (fx < 0.5 / scale)
     return np.fft.ifft2(f * keep).real
-
-
-def block_up(img: np.ndarray, scale: int) -> np.ndarray:
-    """Each ``scale`` x ``scale`` block replaced by its mean."""
-    h, w = img.shape
-    m = img.reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3))
-    return np.repeat(np.repeat(m, scale, 0), scale, 1)
 
 
 def _lr_patches(lr: np.ndarray, k: int = 7) -> np.ndarray:
@@ -118,7 +110,9 @@ def ceiling(name: str, hr: np.ndarray, edge_fraction: float, models: list) -> di
     stars = star_mask(lum, scale=SCALE)
     gy, gx = np.gradient(lr_s.mean(axis=0))
     grad = np.hypot(gx, gy)
-    edges_lr = grad >= np.quantile(grad, 1.0 - edge_fraction) if edge_fraction > 0 else grad < 0
+    edges_lr = np.zeros(grad.shape, bool)
+    if edge_fraction > 0:
+        edges_lr = grad >= np.quantile(grad, 1.0 - edge_fraction)
     edges = np.kron(edges_lr, np.ones((SCALE, SCALE), bool))
     outside = ~(stars | edges)
 
@@ -140,8 +134,6 @@ def ceiling(name: str, hr: np.ndarray, edge_fraction: float, models: list) -> di
     }
     inp = lr[0] if lr.shape[0] == 1 else lr
     for m in models:
-        import astrosleuth_astro as asa
-
         out = np.clip(st.forward(asa.upscale(inp, model=m).reshape(hr.shape)), 0.0, 1.0)
         row[str(m)] = error_shares(out, truth, stars, mse_bic)
     return row
@@ -162,16 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
 
-    d = load_config(args.config).data
-    root = Path(args.data)
-    items = [(f, _held_out(load_image(root / f)[0], d.holdout, args.cap)) for f in d.files]
-    for group in d.rgb:
-        cube = np.concatenate([load_image(root / f)[0] for f in group], axis=0)
-        name = "rgb(" + ",".join(g.split(".")[0] for g in group) + ")"
-        items.append((name, _held_out(cube, d.holdout, args.cap)))
-    for f in d.val_only:
-        items.append((f + " (val only)", _held_out(load_image(root / f)[0], 1.0, args.cap)))
-
+    items = real_items(load_config(args.config), args.data, args.cap)
     rows = [ceiling(n, hr, args.edge_fraction, args.model) for n, hr in items]
     print(f"edge fraction granted to the oracle: {args.edge_fraction}")
     print(f"{'image':40s} {'bicubic':>7s} {'stars':>6s} {'explained':>9s} {'ceiling':>9s}")

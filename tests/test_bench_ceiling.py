@@ -25,14 +25,6 @@ def test_lowpass_keeps_sub_nyquist_and_drops_the_rest():
     np.testing.assert_allclose(out, low, atol=1e-9)
 
 
-def test_block_up_repeats_block_means():
-    img = np.arange(64, dtype=float).reshape(8, 8)
-    up = rc.block_up(img, 4)
-    assert up.shape == img.shape
-    assert up[0, 0] == img[:4, :4].mean() and up[7, 7] == img[4:, 4:].mean()
-    np.testing.assert_allclose(rc.block_up(up, 4), up)
-
-
 def test_insample_residual_removes_what_is_linear_in_the_lr():
     rng = np.random.default_rng(0)
     lr = rng.normal(size=(40, 40))
