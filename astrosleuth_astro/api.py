@@ -19,6 +19,8 @@ from astropy.io import fits
 
 from ._version import __version__
 from .conserve import resolve_mode
+from .engine.backends import make_backend
+from .engine.tiles import DEFAULT_BATCH_SIZE
 from .errors import InputError
 from .io import (
     LoadedImage,
@@ -54,24 +56,23 @@ def get_backend(
     """
     if callable(model) and hasattr(model, "model_name"):
         return model
-    from .engine.backends import make_backend
 
     return make_backend(model, backend=backend, device=device, precision=precision, **model_options)
 
 
-def _tiling(net, tile: int | None, pad: int | None, batch_size: int | None) -> dict:
+def tiling_options(net, tile: int | None, pad: int | None, batch_size: int | None) -> dict:
     """Tiling options: the caller's values, else the backend's plan, else the defaults."""
     plan = getattr(net, "tiling", None)
     return dict(
         tile=tile or (plan.tile if plan else getattr(net, "tile", 256)),
         pad=pad if pad is not None else (plan.pad if plan else None),
-        batch_size=batch_size or (plan.batch_size if plan else 4),
+        batch_size=batch_size or (plan.batch_size if plan else DEFAULT_BATCH_SIZE),
     )
 
 
 def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
     options.update(
-        _tiling(
+        tiling_options(
             net,
             options.pop("tile", None),
             options.pop("pad", None),
@@ -81,7 +82,7 @@ def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
     return upscale_array(data, net, scale=scale, **options)
 
 
-def _header_out(
+def output_header(
     header: fits.Header | None, stretch: Stretch, scale: int, net, flux: bool | str = False
 ) -> fits.Header:
     hdr = rescale_header(header if header is not None else fits.Header(), scale)
@@ -229,14 +230,14 @@ def upscale(
         if obj.data is None:
             raise InputError("HDU: has no image data")
         result = _run(obj.data, net, scale, **opts)
-        header = _header_out(obj.header, result.stretch, scale, net, conserve_flux)
+        header = output_header(obj.header, result.stretch, scale, net, conserve_flux)
         cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
         return cls(data=result.data, header=header)
 
     if isinstance(obj, NDData):
         result = _run(np.asarray(obj.data), net, scale, **opts)
         src_header = _nddata_header(obj)
-        header = _header_out(src_header, result.stretch, scale, net, conserve_flux)
+        header = output_header(src_header, result.stretch, scale, net, conserve_flux)
         kwargs: dict[str, Any] = {"meta": header}
         if getattr(obj, "unit", None) is not None:
             kwargs["unit"] = obj.unit
@@ -462,7 +463,7 @@ def upscale_image(
         fitted = fit_stretch(image.data, stretch) if isinstance(stretch, str) else stretch
     options = dict(
         stretch=fitted,
-        **_tiling(net, tile, pad, batch_size),
+        **tiling_options(net, tile, pad, batch_size),
         luminance_only=luminance_only,
         progress=progress,
         stage=stage,
@@ -472,7 +473,7 @@ def upscale_image(
         timings=timings,
     )
     out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
-    header = _header_out(image.header, fitted, scale, net, conserve_flux)
+    header = output_header(image.header, fitted, scale, net, conserve_flux)
     nbytes = 4 * int(np.prod(out_shape))
     memmapped = image_format(dst) == "fits" and nbytes > memmap_threshold
     _check_room(dst, np.shape(data), out_shape, scale, memmapped)

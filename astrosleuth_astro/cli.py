@@ -183,7 +183,7 @@ def _cmd_upscale(args) -> int:
             f"--precision: unknown precision {args.precision!r} "
             f"(choose from {', '.join(PRECISIONS)})"
         )
-    from .batch import run_from_args, wants_batch
+    from .runner import run_from_args, wants_batch
 
     if wants_batch(args):  # several inputs, a directory/glob/.seq, or a batch option
         # get_backend takes the precision with the model options, so workers get it too.

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import inspect
 import os
 import shutil
 import tempfile
@@ -57,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .api import output_header, tiling_options
 from .batch import (
     COMPLETE,
     DONE,
@@ -75,7 +75,30 @@ from .batch import (
     remove_stale_temps,
     worker_backend,
 )
+from .conserve import resolve_mode, source_levels
+from .engine.tiles import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PAD,
+    choose_tile,
+    default_feather,
+    iter_tile_rows,
+    plan_axis,
+)
 from .errors import AstroSleuthError, InputError
+from .io import check_not_same, format_from_name, open_fits_output, read_image
+from .io.atomic import TEMP_PREFIX
+from .pipeline import (
+    BAND_ROWS,
+    NATIVE_SCALE,
+    FluxKeeper,
+    Prepared,
+    band_rows,
+    finish_rows,
+    mono_net,
+    prepare,
+    to_linear,
+)
+from .stretch import fit_stretch
 
 __all__ = [
     "DaskRunner",
@@ -278,7 +301,6 @@ def plan_bands(height: int, n_bands: int) -> list[tuple[int, int]]:
     Cuts are multiples of :data:`~astrosleuth_astro.pipeline.BAND_ROWS` (the pipeline's
     post-processing bands), so a band's rows are post-processed exactly as in one run.
     """
-    from .pipeline import BAND_ROWS
 
     if n_bands <= 1 or height <= BAND_ROWS:
         return [(0, height)]
@@ -320,13 +342,6 @@ class BandTask:
     hi: np.ndarray | None = None
 
 
-def _pipeline_defaults() -> tuple[int, int | None]:
-    from .api import upscale_image
-
-    params = inspect.signature(upscale_image).parameters
-    return int(params["batch_size"].default or 4), params["pad"].default
-
-
 def process_banded(
     job: Job,
     model: ModelSpec,
@@ -344,9 +359,6 @@ def process_banded(
     repaired on the whole image), or too few tile rows (with ``auto``: fewer than two per
     band).
     """
-    from .api import _header_out
-    from .engine.tiles import choose_tile
-    from .io import check_not_same, format_from_name, open_fits_output, read_image
 
     start = time.perf_counter()
 
@@ -377,9 +389,8 @@ def process_banded(
         plain_fits = format_from_name(job.output) == "fits" and not str(
             job.output
         ).lower().endswith((".gz", ".fz"))
-        from .api import _tiling
 
-        plan = _tiling(net, options.tile, None, None)  # what upscale_image would use
+        plan = tiling_options(net, options.tile, None, None)  # what upscale_image would use
         tile = plan["tile"]
         n_rows = -(-image.height // choose_tile(image.height, image.width, tile)[0])
         n = min(n_bands, n_rows // 2) if auto else n_bands
@@ -392,7 +403,7 @@ def process_banded(
         overwrite = options.overwrite or state != MISSING
         tasks, scratch = _prepare(image, job, options, bands, tile, plan)
         try:
-            header = _header_out(
+            header = output_header(
                 image.header, tasks[0].stretch, options.scale, net, options.conserve_flux
             )
             del image
@@ -428,10 +439,6 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
     fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
-    from .conserve import resolve_mode, source_levels
-    from .io.atomic import TEMP_PREFIX
-    from .pipeline import prepare
-    from .stretch import fit_stretch
 
     stretch = options.stretch
     if image.display_referred and stretch == "auto":
@@ -463,7 +470,8 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    batch_size, pad = (plan["batch_size"], plan["pad"]) if plan else _pipeline_defaults()
+    # without a plan: what upscale_image uses for a backend without a tiling plan
+    batch_size, pad = (plan["batch_size"], plan["pad"]) if plan else (DEFAULT_BATCH_SIZE, None)
     scale = options.scale
     tasks = [
         BandTask(
@@ -500,8 +508,6 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     dict
         ``{"index", "rows", "seconds", "batches"}`` (network calls actually computed).
     """
-    from .engine.tiles import DEFAULT_PAD, choose_tile, default_feather, iter_tile_rows, plan_axis
-    from .pipeline import NATIVE_SCALE, band_rows, mono_net
 
     start = time.perf_counter()
     net = worker_backend(model)
@@ -588,7 +594,6 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
 def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
     """Steps 3-7 of the pipeline for input rows ``[a, b)``, with the whole-image values
     that the client prepared (the pipeline's own :func:`to_linear` and :func:`finish_rows`)."""
-    from .pipeline import FluxKeeper, Prepared, finish_rows, to_linear
 
     prep = Prepared(
         chw=aux["orig"],

@@ -66,17 +66,23 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 
+from .resample import upsample_nearest
+from .sim import area_downsample
 from .stars import (
     ANNULUS_FWHM,
     APERTURE_FWHM,
     DILATE_FWHM,
+    MAX_FWHM_FRACTION,
     FlatSigmaClip,
     StarDetection,
+    _photometry,
     count_peaks,
     detect_stars,
     luminance,
+    smooth_psf,
     split_height,
 )
+from .stretch import background_stats, fit_stretch
 
 __all__ = [
     "METRIC_KEYS",
@@ -310,9 +316,6 @@ def _local_backgrounds(
     """
     from photutils.aperture import ApertureStats, CircularAnnulus
 
-    from .sim import area_downsample
-    from .stars import _photometry
-
     bad = ~np.isfinite(lum_lr)
     _, b_lr = _photometry(
         np.where(bad, 0.0, lum_lr), det_lr.background, det_lr.segmentation, xl, yl, fwhm, bad
@@ -379,8 +382,6 @@ def reference_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray | None = No
     ``NOISE_FREE`` times that of LR.
     """
     from skimage.metrics import structural_similarity
-
-    from .stretch import background_stats, fit_stretch
 
     sr = np.asarray(sr, dtype=np.float32)
     hr = np.asarray(hr, dtype=np.float32)
@@ -498,8 +499,6 @@ def measure(
     # Shadows and splits, star by star on the SR grid; other LR stars' footprints (dilated
     # by one FWHM, on the SR grid) are left out of each profile.
     from scipy import ndimage
-
-    from .resample import upsample_nearest
 
     segm_l = det_lr.segmentation
     grown = _grow_labels(segm_l, max(1, int(round(f_geo))))
@@ -622,9 +621,6 @@ def _hallucinated(
     """Count SR sources that are unmatched, away from LR stars, and above the LR threshold."""
     from scipy import ndimage
 
-    from .sim import area_downsample
-    from .stars import smooth_psf
-
     cat_s = det_sr.catalog
     if len(cat_s) == 0:
         return 0
@@ -643,7 +639,6 @@ def _hallucinated(
     big = sizes >= npix
     big[0] = False
     count = 0
-    from .stars import MAX_FWHM_FRACTION
 
     broad = MAX_FWHM_FRACTION * det_lr.fwhm * s
     for j, row in enumerate(cat_s):

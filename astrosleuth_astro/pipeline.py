@@ -53,6 +53,7 @@ from .engine.backends import repeat_mean
 from .engine.tiles import upscale_tiled
 from .errors import InputError
 from .resample import (
+    NATIVE_SCALE,
     SCALES,
     add_upsampled_bilinear,
     from_native,
@@ -61,8 +62,6 @@ from .resample import (
 )
 from .stretch import Stretch, fit_stretch
 
-#: Native scale of the AstroSleuth networks.
-NATIVE_SCALE = 4
 #: Most input rows post-processed at a time (bounded memory for huge images).
 BAND_ROWS = 64
 #: Most input pixels per post-processing band: wide images get fewer rows per band, so

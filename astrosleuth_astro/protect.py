@@ -59,6 +59,7 @@ from .resample import upsample_bilinear, upsample_nearest
 from .stars import (
     DILATE_FWHM,
     StarDetection,
+    _photometry,
     count_peaks,
     detect_stars,
     native_weights,
@@ -159,8 +160,6 @@ class StarProtector:
 
     def _local_background(self) -> None:
         """Per-star, per-channel local background (sigma-clipped annulus median)."""
-        from .stars import _photometry
-
         cat = self.det.catalog
         if self._own_grey_detection:
             self.bkg[np.asarray(cat["id"]), 0] = np.asarray(cat["background"])

@@ -21,6 +21,9 @@ import numpy as np
 
 from .errors import InputError
 
+#: Native scale of the AstroSleuth networks: scales 1-3 are made from a 4x result.
+NATIVE_SCALE = 4
+
 SCALES = (1, 2, 3, 4)
 
 

@@ -46,6 +46,7 @@ from astropy.io import fits
 
 from ._version import __version__
 from .errors import AstroSleuthError, InputError
+from .stretch import STRETCHES
 
 __all__ = [
     "SCALES",
@@ -66,8 +67,6 @@ __all__ = [
 
 #: Output scales offered (4 is the networks' native scale).
 SCALES = (1, 2, 3, 4)
-#: Stretches offered (see :mod:`astrosleuth_astro.stretch`).
-STRETCHES = ("auto", "mtf", "asinh", "none")
 #: sirilpy's limit for ``undo_save_state`` messages, in UTF-8 bytes.
 UNDO_MAX_BYTES = 70
 #: Prefix of every line this module writes to the Siril log.

@@ -45,6 +45,8 @@ from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
+from .resample import NATIVE_SCALE, from_native, upsample_bilinear, upsample_nearest
+
 __all__ = [
     "ANNULUS_FWHM",
     "APERTURE_FWHM",
@@ -872,7 +874,6 @@ def native_weights(
         In [0, 1]; exactly 0 outside the dilated footprints.
     labels : ndarray of int32 or None
     """
-    from .resample import upsample_bilinear, upsample_nearest
 
     dist, lab = _footprint_distance(segm, want_labels)
     finite = np.where(np.isfinite(dist), dist, 1e6).astype(np.float32)
@@ -920,8 +921,6 @@ def star_mask(
 
 def _mask_from_segm(segm: np.ndarray, radius: float, scale: int, band_rows: int) -> np.ndarray:
     """Band-by-band mask (bounded memory) at ``scale`` built on the native 4x grid."""
-    from .pipeline import NATIVE_SCALE
-    from .resample import from_native
 
     h, w = segm.shape
     out = np.zeros((scale * h, scale * w), dtype=bool)

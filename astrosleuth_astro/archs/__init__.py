@@ -31,6 +31,7 @@ __all__ = [
     "NextSR",
     "RRDBNet",
     "arch_module",
+    "arch_of",
     "build_arch",
     "detect_arch",
     "unwrap_state_dict",
@@ -66,6 +67,21 @@ def arch_module(name: str) -> ModuleType:
 
 
 _CLASSES = {"RRDBNet": "rrdb", "CompactSR": "fast", "NextSR": "next"}
+
+
+def arch_of(model: Any) -> str:
+    """The architecture name of a network module, ``"unknown"`` for a foreign one.
+
+    A module from :func:`astrosleuth_astro.models.load` carries it in its provenance;
+    otherwise the class decides (NEXT first: a NEXT net is an RRDB with more layers).
+    """
+    info = getattr(model, "provenance", None)
+    if info is not None:
+        return info.arch
+    for cls_name in ("NextSR", "RRDBNet", "CompactSR"):
+        if isinstance(model, getattr(arch_module(_CLASSES[cls_name]), cls_name)):
+            return _CLASSES[cls_name]
+    return "unknown"
 
 
 def __getattr__(name: str) -> Any:

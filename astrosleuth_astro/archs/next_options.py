@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import cache_dir
 from ..errors import InputError, ModelError
 
 #: Names accepted as model options (keyword arguments of ``load``/``make_backend``).
@@ -62,6 +63,9 @@ ONNX_INPUTS = ("strengths", "cond_strength", "color_match")
 #: Conditioning strength used when a style strength is set but ``cond_strength`` is not
 #: (the default of upstream's "Strength" slider).
 DEFAULT_COND_STRENGTH = 0.5
+
+#: ONNX metadata key telling whether a NEXT export holds the conditioning vectors.
+COND_META_KEY = "astrosleuth.next_conditioning"
 
 #: Environment variable naming an explicit ``.npy`` file with the conditioning vectors.
 VECTORS_ENV = "ASTROSLEUTH_NEXT_VECTORS"
@@ -193,8 +197,6 @@ def missing_vectors_error() -> ModelError:
 
 def cached_vectors_path() -> Path:
     """Where ``models download AstroSleuthNEXT`` stores the vectors (may not exist)."""
-    from ..models.registry import cache_dir  # deferred: keeps this module numpy-only
-
     return cache_dir() / VECTORS_FILENAME
 
 

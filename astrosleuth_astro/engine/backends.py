@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..archs import arch_of
 from ..errors import InputError, ModelError
 from ..models.loader import ModelInfo, OnnxModel, check_batch, load
-from ..models.registry import DEFAULT_MODEL, ModelEntry, get_entry
+from ..models.registry import DEFAULT_MODEL, DEFAULT_TILE, ModelEntry, get_entry
+from .tiles import DEFAULT_BATCH_SIZE, DEFAULT_PAD
 
 if TYPE_CHECKING:
     from torch import nn
@@ -215,7 +217,6 @@ def plan_tiling(
         multiplies the activation memory); elsewhere the registry tile with the default
         batch.
     """
-    from .tiles import DEFAULT_BATCH_SIZE, DEFAULT_PAD
 
     pad = DEFAULT_PAD
     if receptive_field is not None and receptive_field > 0:
@@ -334,13 +335,11 @@ class Backend:
 
 def _torch_module_info(model: nn.Module) -> ModelInfo:
     """Provenance for a module that did not come from :func:`load`."""
-    from ..models.export import _arch_of
-    from ..models.registry import DEFAULT_TILE
 
     info = getattr(model, "provenance", None)
     if isinstance(info, ModelInfo):
         return info
-    arch = _arch_of(model)
+    arch = arch_of(model)
     opts = model.options.as_dict() if hasattr(model, "options") else {}
     return ModelInfo(
         name=type(model).__name__,

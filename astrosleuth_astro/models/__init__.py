@@ -23,7 +23,7 @@ sha256_file(path)
 from __future__ import annotations
 
 from .cond_vectors import fetch_cond_vectors
-from .download import download, download_url, sha256_file
+from .download import download, download_url, resolve, sha256_file
 from .export import export_onnx
 from .loader import ModelInfo, OnnxModel, check_batch, load, load_state_dict
 from .registry import (
@@ -34,7 +34,6 @@ from .registry import (
     list_models,
     model_path,
     registry_path,
-    resolve,
 )
 
 __all__ = [

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..archs.next_options import COND_DIM, VECTOR_NAMES, cached_vectors_path, check_vectors
 from ..errors import ModelError
-from .download import LOCK_TIMEOUT_S, download_url
+from .http import LOCK_TIMEOUT_S, download_url
 from .registry import ModelEntry
 
 __all__ = ["MAX_SOURCE_BYTES", "fetch_cond_vectors", "parse_vectors_source"]

@@ -29,31 +29,23 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..archs import arch_of
+from ..archs.next_options import (
+    COND_META_KEY,
+    ONNX_INPUTS,
+    conditioning_requested,
+    missing_vectors_error,
+)
 from ..errors import InputError, ModelError
+from .loader import load
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["COND_META_KEY", "export_onnx"]
 
-#: Metadata key telling whether a NEXT export holds the conditioning vectors.
-COND_META_KEY = "astrosleuth.next_conditioning"
 
 _EXPORTERS = ("auto", "legacy", "dynamo")
-
-
-def _arch_of(model: nn.Module) -> str:
-    info = getattr(model, "provenance", None)
-    if info is not None:
-        return info.arch
-    from ..archs.compact import CompactSR
-    from ..archs.next import NextSR
-    from ..archs.rrdb import RRDBNet
-
-    for cls, name in ((NextSR, "next"), (RRDBNet, "rrdb"), (CompactSR, "fast")):
-        if isinstance(model, cls):
-            return name
-    return "unknown"
 
 
 def _graph_module(model: nn.Module, arch: str):
@@ -208,12 +200,10 @@ def export_onnx(
                 raise InputError(f"{', '.join(sorted(options))}: model options only apply to NEXT")
             model.set_options(**options)
     else:
-        from .loader import load
-
         model = load(model_or_path, **options)
         if not isinstance(model, nn.Module):
             raise ModelError(f"{model_or_path}: already an ONNX model")
-    arch = _arch_of(model)
+    arch = arch_of(model)
     info = getattr(model, "provenance", None)
     try:
         device = next(model.parameters()).device
@@ -236,12 +226,6 @@ def export_onnx(
         meta["astrosleuth.name"] = info.name
         meta["astrosleuth.source_sha256"] = info.sha256
     if arch == "next":
-        from ..archs.next_options import (
-            ONNX_INPUTS,
-            conditioning_requested,
-            missing_vectors_error,
-        )
-
         # Pick up vectors downloaded after the network was built.
         available = bool(model.load_condition_vectors(required=False))
         if conditioning_requested(model.options) and not available:

@@ -23,10 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..archs import arch_module, build_arch, detect_arch, unwrap_state_dict
+from ..archs.next_options import (
+    COND_META_KEY,
+    MISSING_VECTORS_MESSAGE,
+    ONNX_INPUTS,
+    NextOptions,
+    conditioning_requested,
+    next_options,
+)
 from ..errors import InputError, ModelError
-from .download import sha256_file
-from .export import COND_META_KEY
-from .registry import DEFAULT_TILE, ModelEntry, resolve
+from .download import resolve, sha256_file
+from .onnx_grey import grey_graph
+from .registry import DEFAULT_TILE, ModelEntry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -132,7 +141,6 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     ModelError
         Unknown suffix, refused or corrupt/truncated file, not a state dict.
     """
-    from ..archs import unwrap_state_dict
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -204,7 +212,6 @@ def _fit_report(model: nn.Module, sd: dict, arch: str) -> str | None:
 
 
 def _build_torch(path: Path, arch: str | None) -> tuple[nn.Module, str, str]:
-    from ..archs import arch_module, build_arch, detect_arch
 
     sd = load_state_dict(path)
     fmt = "safetensors" if path.suffix.lower() == ".safetensors" else "pytorch"
@@ -387,8 +394,6 @@ class OnnxModel:
     ) -> None:
         import onnxruntime as ort
 
-        from ..archs.next_options import ONNX_INPUTS, NextOptions, next_options
-
         self.path = Path(path)
         if providers is None:
             providers = _onnx_providers(device, ort.get_available_providers())
@@ -458,7 +463,6 @@ class OnnxModel:
 
     def set_options(self, **options: Any) -> OnnxModel:
         """Update the NEXT options (see :mod:`astrosleuth_astro.archs.next_options`)."""
-        from ..archs.next_options import next_options
 
         options = _clean_options(options)
         if options and not self.is_next:
@@ -471,7 +475,6 @@ class OnnxModel:
         return self
 
     def _check_conditioning(self, options: NextOptions) -> None:
-        from ..archs.next_options import MISSING_VECTORS_MESSAGE, conditioning_requested
 
         if self.is_next and not self.cond_vectors_available and conditioning_requested(options):
             raise ModelError(
@@ -494,8 +497,6 @@ class OnnxModel:
         try:
             import onnx
             import onnxruntime as ort
-
-            from .onnx_grey import grey_graph
 
             edited = grey_graph(onnx.load(str(self.path)))
             if edited is None:

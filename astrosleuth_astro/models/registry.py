@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..cache import cache_dir
 from ..errors import ModelError
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "list_models",
     "model_path",
     "registry_path",
-    "resolve",
 ]
 
 #: Name of the model used when none is given.
@@ -132,20 +132,6 @@ class ModelEntry:
         if self.url:
             paths.append(_cache_file(self))
         return any(p is not None and p.is_file() for p in paths)
-
-
-def cache_dir() -> Path:
-    """Folder for downloaded models.
-
-    ``$ASTROSLEUTH_CACHE`` when set, else ``platformdirs.user_cache_dir("astrosleuth-astro")``.
-    The folder is not created here.
-    """
-    env = os.environ.get("ASTROSLEUTH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs  # deferred: only needed when a path is asked for
-
-    return Path(platformdirs.user_cache_dir("astrosleuth-astro"))
 
 
 def registry_path() -> Path:
@@ -286,66 +272,3 @@ def model_path(name: str, *, onnx: bool = False) -> Path:
         return _cache_file(entry, onnx)
     kind = "ONNX file" if onnx else "torch weights file"
     raise ModelError(f"{entry.name}: the registry lists no {kind} for this model")
-
-
-def _looks_like_path(text: str) -> bool:
-    return (
-        os.sep in text
-        or (os.altsep is not None and os.altsep in text)
-        or Path(text).suffix.lower() in (".pth", ".pt", ".safetensors", ".onnx", ".ckpt")
-    )
-
-
-def resolve(
-    path_or_name: str | os.PathLike, *, onnx: bool = False, fetch: bool = True
-) -> tuple[Path, ModelEntry | None]:
-    """Turn a ``--model`` value (registry name or file path) into a file on disk.
-
-    Parameters
-    ----------
-    path_or_name : str or os.PathLike
-        Registry name (case-insensitive) or path to a ``.pth``/``.pt``/``.safetensors``/
-        ``.onnx`` file. Registry names win over same-named files without a suffix.
-    onnx : bool
-        For registry names: return the ONNX file rather than the torch weights.
-    fetch : bool
-        Download a registry model that is not in the cache yet.
-
-    Returns
-    -------
-    (pathlib.Path, ModelEntry or None)
-        The file and its registry entry (None for a plain path).
-
-    Raises
-    ------
-    ModelError
-        Unknown name / missing file / shipped file not built / download failure.
-    """
-    if isinstance(path_or_name, os.PathLike) or _looks_like_path(str(path_or_name)):
-        path = Path(path_or_name).expanduser()
-        if not path.is_file():
-            raise ModelError(f"{path}: no such model file")
-        return path, None
-    name = str(path_or_name)
-    try:
-        entry = get_entry(name)
-    except ModelError:
-        path = Path(name).expanduser()
-        if path.is_file():
-            return path, None
-        raise
-    target = model_path(entry.name, onnx=onnx)
-    if target.is_file():
-        return target, entry
-    if (entry.onnx_path if onnx else entry.path) is not None:
-        raise ModelError(
-            f"{target}: shipped file of model {entry.name!r} is missing (not built or not installed)"
-        )
-    if not fetch:
-        raise ModelError(
-            f"{entry.name}: not downloaded yet (expected at {target}); "
-            f"run 'astrosleuth-astro models download {entry.name}'"
-        )
-    from .download import download  # deferred: download imports this module
-
-    return download(entry.name, onnx=onnx), entry

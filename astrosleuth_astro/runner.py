@@ -1,0 +1,291 @@
+"""The one batch orchestrator: inputs to jobs, then local workers, bands or Dask.
+
+:func:`run_batch` expands and names the inputs (:mod:`astrosleuth_astro.batch`), loads the
+model once, and hands the jobs to one runner: this process or local worker processes
+(:func:`astrosleuth_astro.batch.run_local`), a banded run of one image, or a Dask cluster
+(:mod:`astrosleuth_astro.distributed`). Every runner calls the same per-image job code, and
+the manifest is kept here, in one place. The CLI enters through :func:`run_from_args`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import distributed
+from .api import get_backend
+from .batch import (
+    _GLOB_MAGIC,
+    DEFAULT_NAME,
+    DONE,
+    FAILED,
+    MANIFEST_NAME,
+    SKIPPED,
+    Job,
+    JobOptions,
+    JobResult,
+    Manifest,
+    ModelSpec,
+    _cores,
+    exit_code,
+    expand_inputs,
+    inference_threads,
+    make_pool,
+    plan_jobs,
+    run_local,
+    set_inference_threads,
+    stop_pool,
+    worker_backend,
+)
+from .errors import InputError
+
+__all__ = ["BatchConfig", "run_batch", "run_from_args", "wants_batch"]
+
+
+@dataclass
+class BatchConfig:
+    """Everything :func:`run_batch` needs (the CLI builds it from its arguments)."""
+
+    inputs: Sequence[str]
+    output: str | None = None
+    name: str | None = None
+    recursive: bool = False
+    jobs: int = 1
+    scheduler: str | None = None
+    manifest: str | None = None
+    bands: int | None = None
+    model: str = "default"
+    backend: str = "auto"
+    device: str = "cpu"
+    model_options: dict = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
+    quiet: bool = False
+    json: bool = False
+
+
+def _output_dir(
+    cfg: BatchConfig, n_specs: int, collection: bool
+) -> tuple[Path | None, Path | None]:
+    """``(directory, single_output_file)`` from ``-o``."""
+    if cfg.output is None:
+        return None, None
+    out = Path(os.path.abspath(cfg.output))
+    if out.is_dir():
+        return out, None
+    if n_specs > 1 or collection or cfg.name is not None:
+        raise InputError(
+            f"{cfg.output}: -o must be an existing directory for several inputs, a "
+            f"directory, a glob, a .seq or --name ({', '.join(map(str, cfg.inputs))})"
+        )
+    return None, out
+
+
+def _is_collection(spec: str) -> bool:
+    p = Path(spec)
+    return (
+        p.is_dir()
+        or p.suffix.lower() == ".seq"
+        or (not p.exists() and bool(_GLOB_MAGIC.search(spec)))
+    )
+
+
+def _model_spec(cfg: BatchConfig, net: Any, threads: int | None) -> ModelSpec:
+    model = str(cfg.model)
+    if Path(model).is_file():
+        model = os.path.abspath(model)  # workers may run elsewhere: give them the full path
+    options = tuple(sorted(cfg.model_options.items()))
+    return ModelSpec(model, cfg.backend, cfg.device, options, getattr(net, "sha256", ""), threads)
+
+
+def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> int:
+    """Run a batch; return its exit code (see the module docstring).
+
+    Usage problems (no inputs found, colliding names, an output directory that does not
+    exist, a model that cannot be loaded, an unreachable scheduler) raise
+    :class:`~astrosleuth_astro.errors.InputError` before any file is processed. Problems
+    of single files are reported in the manifest and the exit code.
+    ``KeyboardInterrupt``/``SystemExit`` stop the batch: the manifest is written (unfinished
+    files ``pending``), workers are stopped, and the exception propagates.
+    """
+
+    say = log or (lambda m: None)
+    collection = any(_is_collection(str(s)) for s in cfg.inputs)
+    out_dir, out_file = _output_dir(cfg, len(cfg.inputs), collection)
+    if cfg.jobs < 1:
+        raise InputError(f"--jobs: must be at least 1, got {cfg.jobs}")
+    if cfg.bands is not None and cfg.bands < 1:
+        raise InputError(f"--bands: must be at least 1, got {cfg.bands}")
+    files = expand_inputs(cfg.inputs, recursive=cfg.recursive, exclude=out_dir)
+    if not files:
+        raise InputError("upscale: no input image")
+
+    net = get_backend(cfg.model, backend=cfg.backend, device=cfg.device, **cfg.model_options)
+    scale = cfg.options.scale
+    if out_file is not None:
+        jobs = [Job(0, files[0].path, out_file)]
+        if jobs[0].output == jobs[0].input:
+            raise InputError(f"{out_file}: is the input itself (choose another output)")
+    else:
+        jobs = plan_jobs(
+            files,
+            out_dir,
+            pattern=cfg.name or DEFAULT_NAME,
+            scale=scale,
+            model=getattr(net, "model_name", ""),
+        )
+    _prepare_dirs(jobs, out_dir)
+
+    manifest_path = cfg.manifest or (out_dir / MANIFEST_NAME if out_dir is not None else None)
+    if manifest_path is not None:
+        manifest_path = Path(os.path.abspath(manifest_path))
+        if manifest_path in {j.input for j in jobs} | {j.output for j in jobs}:
+            raise InputError(f"{manifest_path}: the manifest would replace an input or output")
+    meta = {
+        "model": getattr(net, "model_name", str(cfg.model)),
+        "sha256": getattr(net, "sha256", ""),
+        "scale": scale,
+        "output_dir": str(out_dir) if out_dir is not None else None,
+    }
+    manifest = Manifest(manifest_path, jobs, meta)
+    done = [0]
+
+    def on_result(res: JobResult) -> None:
+        done[0] += 1
+        manifest.record(res)
+        line = f"[{done[0]}/{len(jobs)}] {res.input} -> {res.output}: {res.status} ({res.seconds:.1f} s)"
+        if res.status == FAILED:
+            say(f"{line}: {res.error}")
+        elif not cfg.quiet:
+            say(line)
+
+    manifest.write()
+    interrupted = True
+    try:
+        _dispatch(cfg, jobs, net, on_result)
+        interrupted = False
+    finally:
+        manifest.finish(interrupted=interrupted)
+    summary = manifest.as_dict()
+    if cfg.json:
+        print(json.dumps(summary, indent=2))
+    counts = summary["counts"]
+    where = f"; manifest {manifest_path}" if manifest_path is not None else ""
+    if not cfg.quiet or counts[FAILED]:
+        say(
+            f"batch: {counts[DONE]} done, {counts[SKIPPED]} skipped, {counts[FAILED]} failed{where}"
+        )
+    return exit_code(manifest.results.values())
+
+
+def _prepare_dirs(jobs: Sequence[Job], out_dir: Path | None) -> None:
+    if out_dir is not None:
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise InputError(f"{out_dir}: output directory is not writable")
+        for job in jobs:  # {reldir} patterns mirror the input tree inside out_dir
+            if job.output.parent != out_dir:
+                job.output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _dispatch(cfg: BatchConfig, jobs: list[Job], net: Any, on_result) -> None:
+    def banded(runner: Any, spec: ModelSpec, n_bands: int) -> None:
+        for job in jobs:
+            res = distributed.process_banded(
+                job, spec, cfg.options, runner, n_bands, net, auto=cfg.bands is None
+            )
+            on_result(res)
+
+    if cfg.scheduler:
+        # Dask workers run one inference thread per task unless $ASTROSLEUTH_THREADS says more.
+        spec = _model_spec(cfg, net, 1)
+        with distributed.connect(cfg.scheduler) as client:
+            parallel = distributed.cluster_threads(client)
+            n_bands = distributed.auto_bands(cfg.bands, len(jobs), parallel)
+            if n_bands > 1:
+                banded(distributed.DaskRunner(client), spec, n_bands)
+            else:
+                distributed.run_jobs(client, jobs, spec, cfg.options, on_result=on_result)
+        return
+
+    threads = inference_threads(max(1, _cores() // cfg.jobs) if cfg.jobs > 1 else None)
+    spec = _model_spec(cfg, net, threads)
+    if cfg.jobs == 1 and threads is not None:
+        set_inference_threads(net, threads)
+    worker_backend(spec, net)  # this process reuses the model it already loaded
+    n_bands = distributed.auto_bands(cfg.bands, len(jobs), cfg.jobs)
+    if n_bands <= 1:
+        run_local(jobs, spec, cfg.options, workers=min(cfg.jobs, len(jobs)), on_result=on_result)
+    elif cfg.jobs == 1:
+        banded(distributed.InlineRunner(), spec, n_bands)
+    else:
+        pool = make_pool(spec, cfg.jobs)
+        try:
+            banded(distributed.PoolRunner(pool), spec, n_bands)
+        except BaseException:
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _scheduler_address(args: Any) -> str | None:
+    return getattr(args, "scheduler", None) or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+
+
+def wants_batch(args: Any) -> bool:
+    """Whether ``upscale`` arguments ask for a batch (else the single-file path runs).
+
+    A batch: several inputs, a directory, glob or ``.seq`` input, or any batch option
+    (``--recursive``, ``--name``, ``--jobs`` > 1, ``--scheduler`` or
+    ``$DASK_SCHEDULER_ADDRESS``, ``--manifest``, ``--bands``).
+    """
+    return (
+        len(args.inputs) > 1
+        or any(_is_collection(str(s)) for s in args.inputs)
+        or bool(args.recursive)
+        or args.name is not None
+        or args.jobs != 1
+        or args.manifest is not None
+        or args.bands is not None
+        or _scheduler_address(args) is not None
+    )
+
+
+def run_from_args(args: Any, hdu: int | str | None, model_options: dict) -> int:
+    """Run the batch described by parsed ``upscale`` arguments; return the exit code."""
+    if args.bands is not None and args.bands > 1 and args.protect_stars:
+        raise InputError("--bands: cannot be combined with --protect-stars (stars are whole-image)")
+    cfg = BatchConfig(
+        inputs=[str(s) for s in args.inputs],
+        output=args.output,
+        name=args.name,
+        recursive=args.recursive,
+        jobs=args.jobs,
+        scheduler=_scheduler_address(args),
+        manifest=args.manifest,
+        bands=args.bands,
+        model=str(args.model),
+        backend=args.backend,
+        device=args.device,
+        model_options=dict(model_options),
+        options=JobOptions(
+            scale=args.scale,
+            hdu=hdu,
+            stretch=args.stretch,
+            tile=args.tile,
+            luminance_only=args.luminance_only,
+            protect_stars=args.protect_stars,
+            protect_strength=args.protect_strength,
+            conserve_flux=getattr(args, "conserve_flux", "off"),
+            overwrite=args.overwrite,
+        ),
+        quiet=args.quiet or args.json,
+        json=args.json,
+    )
+    return run_batch(cfg, log=lambda m: print(m, file=sys.stderr))
