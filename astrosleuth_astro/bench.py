@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .metrics import psnr
 
 __all__ = ["BARE_SIZE", "UPSTREAM_FAST", "run_bench", "run_from_args"]
 
@@ -94,11 +95,6 @@ def synthetic_fits(path: Path, mp: float, seed: int = 0) -> Path:
     sim = simulate(_side(mp), scale=1, channels=1, wcs=False, seed=seed)
     write_fits(path, sim.lr[0], sim.header_lr, overwrite=True)
     return path
-
-
-def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(peak**2 / mse)
 
 
 def _load_module(model: str):
@@ -276,8 +272,8 @@ def _bf16_psnr(module, size: int, protect_stars: bool) -> dict[str, float]:
                 batch_size=plan.batch_size,
                 protect_stars=protect_stars,
             ).data[0]
-        p32, p16 = _psnr(outs["fp32"], truth, peak), _psnr(outs["bf16"], truth, peak)
-        fields.append((p32, p16, _psnr(outs["bf16"], outs["fp32"], peak)))
+        p32, p16 = psnr(outs["fp32"], truth, peak), psnr(outs["bf16"], truth, peak)
+        fields.append((p32, p16, psnr(outs["bf16"], outs["fp32"], peak)))
     p32 = float(np.mean([f[0] for f in fields]))
     p16 = float(np.mean([f[1] for f in fields]))
     return {

@@ -352,7 +352,13 @@ def _aperture_sum(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, r: float, bkg
     return np.atleast_1d(np.asarray(st.sum, dtype=np.float64))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio of ``a`` against ``b``, in dB, over their finite pixels.
+
+    The one PSNR of the package (metrics, ``bench``, the trainer's validation and the
+    benchmarks use it). ``peak`` is in the images' units (1.0 for stretched data).
+    Returns inf for identical images and nan when no pixel is finite in both.
+    """
     ok = np.isfinite(a) & np.isfinite(b)
     mse = float(np.mean((a[ok].astype(np.float64) - b[ok]) ** 2)) if ok.any() else float("nan")
     if not np.isfinite(mse):
@@ -405,8 +411,8 @@ def reference_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray | None = No
         )
     )
     return {
-        "psnr_linear": _as_float(_psnr(sr3, hr3, peak)),
-        "psnr_stretched": _as_float(_psnr(s_sr, s_hr, 1.0)),
+        "psnr_linear": _as_float(psnr(sr3, hr3, peak)),
+        "psnr_stretched": _as_float(psnr(s_sr, s_hr, 1.0)),
         "ssim_stretched": _as_float(ssim),
     }
 

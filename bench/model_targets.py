@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 import astrosleuth_astro as asa
-from astrosleuth_astro.metrics import compute_metrics
+from astrosleuth_astro.metrics import compute_metrics, psnr
 from astrosleuth_astro.sim import area_downsample, simulate
 from astrosleuth_astro.stretch import fit_stretch
 from astrosleuth_astro.train.config import load_config
@@ -45,11 +45,6 @@ SCALE = 4
 SIM_SEED = 424_242
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse <= 0 else -10.0 * np.log10(mse)
-
-
 def score(lr: np.ndarray, sr: np.ndarray, truth: np.ndarray) -> dict:
     """Stretched-domain PSNR of ``sr`` and of bicubic against ``truth``, all (C, H, W)."""
     st = fit_stretch(lr, "mtf")
@@ -57,7 +52,7 @@ def score(lr: np.ndarray, sr: np.ndarray, truth: np.ndarray) -> dict:
     out = np.clip(st.forward(sr), 0.0, 1.0)
     tgt = np.clip(st.forward(truth), 0.0, 1.0)
     bic = np.stack([bicubic(c[None].repeat(3, 0), SCALE)[0] for c in lr_s])
-    a, b = _psnr(out, tgt), _psnr(bic, tgt)
+    a, b = psnr(out, tgt), psnr(bic, tgt)
     return {"psnr": a, "psnr_bicubic": b, "gain_db": a - b}
 
 

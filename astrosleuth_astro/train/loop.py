@@ -35,9 +35,10 @@ import torch
 from torch.nn import functional as F
 
 from ..archs.compact import CompactSR
+from ..metrics import psnr as psnr_np
 from .config import Config
 from .data import Pair, PairBank, load_sources, validation_set
-from .losses import build_loss, psnr
+from .losses import build_loss
 from .objective import Objective, mean_terms
 
 Log = Callable[[str], None]
@@ -152,11 +153,6 @@ def bicubic(lr: np.ndarray, scale: int = 4) -> np.ndarray:
     )
 
 
-def _psnr_np(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return psnr(mse)
-
-
 def evaluate(
     model: torch.nn.Module, pairs: list[Pair], scale: int = 4, star_metrics: bool = False
 ) -> list[dict]:
@@ -176,7 +172,7 @@ def evaluate(
         tgt = p.hr
         if p.mono:
             out, bic, tgt = out.mean(0, keepdims=True), bic[:1], tgt[:1]
-        a, b = _psnr_np(out, tgt), _psnr_np(bic, tgt)
+        a, b = psnr_np(out, tgt), psnr_np(bic, tgt)
         ssim = float(
             np.mean(
                 [structural_similarity(o, t, data_range=1.0) for o, t in zip(out, tgt, strict=True)]
