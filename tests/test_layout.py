@@ -144,7 +144,7 @@ def _top_level(mod: str) -> str:
     return mod.removeprefix(PACKAGE + ".").split(".")[0]
 
 
-def test_the_graph_finds_imports_inside_functions(tmp_path):
+def test_the_graph_finds_imports_inside_functions():
     # The scanner itself: a deferred import must count, or cycles would hide in functions.
     graph = import_graph()
     assert f"{PACKAGE}.runner" in graph[f"{PACKAGE}.cli"]  # cli defers it into a function
