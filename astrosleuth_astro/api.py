@@ -18,9 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._version import __version__
-from .conserve import resolve_mode
 from .engine.backends import make_backend
-from .engine.tiles import DEFAULT_BATCH_SIZE
 from .errors import InputError
 from .io import (
     LoadedImage,
@@ -33,11 +31,23 @@ from .io import (
 )
 from .io.fits import format_bytes, open_fits_output, physical_memory
 from .io.formats import format_from_name as image_format
-from .pipeline import NATIVE_SCALE, PipelineResult, clock, upscale_array
+from .pipeline import NATIVE_SCALE, UpscaleOptions, clock, upscale_array
 from .resample import upsample_nearest
 from .stretch import Stretch, fit_stretch
 
-__all__ = ["upscale", "upscale_file", "upscale_image", "get_backend", "UpscaleReport"]
+__all__ = [
+    "UpscaleOptions",
+    "UpscaleReport",
+    "get_backend",
+    "upscale",
+    "upscale_file",
+    "upscale_image",
+]
+
+
+def _backend(options: UpscaleOptions):
+    """The backend that ``options`` name (its ``model`` may already be one)."""
+    return get_backend(options.model, **options.backend_kwargs())
 
 
 def get_backend(
@@ -60,31 +70,13 @@ def get_backend(
     return make_backend(model, backend=backend, device=device, precision=precision, **model_options)
 
 
-def tiling_options(net, tile: int | None, pad: int | None, batch_size: int | None) -> dict:
-    """Tiling options: the caller's values, else the backend's plan, else the defaults."""
-    plan = getattr(net, "tiling", None)
-    return dict(
-        tile=tile or (plan.tile if plan else getattr(net, "tile", 256)),
-        pad=pad if pad is not None else (plan.pad if plan else None),
-        batch_size=batch_size or (plan.batch_size if plan else DEFAULT_BATCH_SIZE),
-    )
-
-
-def _run(data: np.ndarray, net, scale: int, **options) -> PipelineResult:
-    options.update(
-        tiling_options(
-            net,
-            options.pop("tile", None),
-            options.pop("pad", None),
-            options.pop("batch_size", None),
-        )
-    )
-    return upscale_array(data, net, scale=scale, **options)
-
-
-def output_header(
-    header: fits.Header | None, stretch: Stretch, scale: int, net, flux: bool | str = False
+def upscaled_header(
+    header: fits.Header | None, stretch: Stretch, net, options: UpscaleOptions
 ) -> fits.Header:
+    """The output's FITS header: ``header`` rescaled (:func:`~astrosleuth_astro.io.
+    rescale_header`) with the data range and the provenance cards (model, weights sha256,
+    scale, stretch, version, precision, flux conservation)."""
+    scale = options.scale
     hdr = rescale_header(header if header is not None else fits.Header(), scale)
     # Always record the data range (the writers recompute it from the output): Siril takes a
     # float file without DATAMAX > 2 that says Siril wrote it for its own [0, 1] data.
@@ -99,23 +91,25 @@ def output_header(
         stretch=stretch.kind,
         version=__version__,
         precision=getattr(net, "precision", None),
-        flux=resolve_mode(flux),
+        flux=options.conserve_flux,
     )
 
 
-def _upscale_into(data: np.ndarray, net, scale: int, out: np.ndarray, **options) -> None:
+def _upscale_into(
+    data: np.ndarray, net, options: UpscaleOptions, out: np.ndarray, **hooks: Any
+) -> None:
     """Run the pipeline into ``out`` (a memmap); a 4x scratch memmap is used for scales < 4."""
     chw = data[np.newaxis] if data.ndim == 2 else data
     out_chw = out[np.newaxis] if out.ndim == 2 else out
-    if scale == NATIVE_SCALE:
-        upscale_array(chw, net, scale=scale, out=out_chw, **options)
+    if options.scale == NATIVE_SCALE:
+        upscale_array(chw, net, options, out=out_chw, **hooks)
         return
     import tempfile
 
     shape4 = (chw.shape[0], NATIVE_SCALE * chw.shape[1], NATIVE_SCALE * chw.shape[2])
     with tempfile.TemporaryFile(dir=os.environ.get("ASTROSLEUTH_SCRATCH")) as fh:
         work = np.memmap(fh, dtype=np.float32, mode="w+", shape=shape4)
-        upscale_array(chw, net, scale=scale, out=out_chw, work=work, **options)
+        upscale_array(chw, net, options, out=out_chw, work=work, **hooks)
         del work
 
 
@@ -131,20 +125,9 @@ def upscale(
     model: Any = "default",
     scale: int = 4,
     *,
-    backend: str = "auto",
-    device: str = "cpu",
-    precision: str = "auto",
-    stretch: str = "auto",
-    tile: int | None = None,
-    pad: int | None = None,
-    batch_size: int | None = None,
-    luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stage: Callable[[str], None] | None = None,
-    protect_stars: bool = False,
-    protect_strength: float = 1.0,
-    conserve_flux: bool | str = False,
-    **model_options: Any,
+    **options: Any,
 ) -> Any:
     """Upscale an image and keep its units, header and WCS.
 
@@ -190,6 +173,10 @@ def upscale(
     **model_options
         Passed to the model (e.g. NEXT's conditioning strengths).
 
+    Every option is checked (:class:`~astrosleuth_astro.pipeline.UpscaleOptions`) before
+    any work; a bad one raises :class:`~astrosleuth_astro.errors.OptionError` naming its
+    keyword.
+
     Returns
     -------
     Same kind as ``obj``
@@ -212,32 +199,22 @@ def upscale(
             f"upscale: unsupported input type {type(obj).__name__} "
             "(use a numpy array, CCDData/NDData or a FITS image HDU)"
         )
-    net = get_backend(model, backend=backend, device=device, precision=precision, **model_options)
-    opts = dict(
-        stretch=stretch,
-        tile=tile,
-        pad=pad,
-        batch_size=batch_size,
-        luminance_only=luminance_only,
-        progress=progress,
-        stage=stage,
-        protect_stars=protect_stars,
-        protect_strength=protect_strength,
-        conserve_flux=conserve_flux,
-    )
+    opts = UpscaleOptions.from_kwargs(model=model, scale=scale, **options)
+    net = _backend(opts)
+    hooks = dict(progress=progress, stage=stage)
 
     if isinstance(obj, hdu_types):
         if obj.data is None:
             raise InputError("HDU: has no image data")
-        result = _run(obj.data, net, scale, **opts)
-        header = output_header(obj.header, result.stretch, scale, net, conserve_flux)
+        result = upscale_array(obj.data, net, opts, **hooks)
+        header = upscaled_header(obj.header, result.stretch, net, opts)
         cls = fits.ImageHDU if isinstance(obj, fits.CompImageHDU) else obj.__class__
         return cls(data=result.data, header=header)
 
     if isinstance(obj, NDData):
-        result = _run(np.asarray(obj.data), net, scale, **opts)
+        result = upscale_array(np.asarray(obj.data), net, opts, **hooks)
         src_header = _nddata_header(obj)
-        header = output_header(src_header, result.stretch, scale, net, conserve_flux)
+        header = upscaled_header(src_header, result.stretch, net, opts)
         kwargs: dict[str, Any] = {"meta": header}
         if getattr(obj, "unit", None) is not None:
             kwargs["unit"] = obj.unit
@@ -246,12 +223,12 @@ def upscale(
 
             kwargs["wcs"] = WCS(header)
         if obj.mask is not None:
-            kwargs["mask"] = upsample_nearest(np.asarray(obj.mask), scale).astype(bool)
+            kwargs["mask"] = upsample_nearest(np.asarray(obj.mask), opts.scale).astype(bool)
         if obj.uncertainty is not None:
-            kwargs["uncertainty"] = _propagate_uncertainty(obj.uncertainty, scale)
+            kwargs["uncertainty"] = _propagate_uncertainty(obj.uncertainty, opts.scale)
         return obj.__class__(result.data, **kwargs)
 
-    return _run(obj, net, scale, **opts).data
+    return upscale_array(obj, net, opts, **hooks).data
 
 
 def _nddata_header(obj) -> fits.Header:
@@ -297,9 +274,8 @@ def upscale_file(
     scale: int = 4,
     hdu: int | str | None = None,
     overwrite: bool = False,
-    backend: str = "auto",
-    device: str = "cpu",
-    precision: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
     **options: Any,
 ) -> UpscaleReport:
     """Upscale one image file into another.
@@ -314,43 +290,32 @@ def upscale_file(
     ----------
     src, dst : path-like
         Input and output files; the output format follows ``dst``'s extension.
-    model, backend, device, precision
+    model
         As for :func:`upscale`.
     scale : {1, 2, 3, 4}
     hdu : int or str, optional
         FITS HDU index or EXTNAME (default: the first image HDU).
     overwrite : bool
         Replace an existing ``dst``.
+    progress, stage : callable, optional
+        As for :func:`upscale`.
     **options
-        ``stretch``, ``tile``, ``pad``, ``batch_size``, ``luminance_only``, ``progress``,
-        ``stage``, ``protect_stars``, ``protect_strength``, ``conserve_flux`` and model options, as
-        for :func:`upscale`.
+        ``backend``, ``device``, ``precision``, ``stretch``, ``tile``, ``pad``,
+        ``batch_size``, ``luminance_only``, ``protect_stars``, ``protect_strength``,
+        ``conserve_flux`` and model options, as for :func:`upscale`
+        (:class:`~astrosleuth_astro.pipeline.UpscaleOptions`).
 
     Returns
     -------
     UpscaleReport
     """
+    opts = UpscaleOptions.from_kwargs(model=model, scale=scale, **options)
     src, dst = Path(src), Path(dst)
     check_not_same(src, dst)
     check_output_path(dst, overwrite=overwrite)
     image = read_image(src, hdu=hdu, memmap=True)
-    model_options = {k: options.pop(k) for k in list(options) if k not in _PIPELINE_OPTIONS}
-    net = get_backend(model, backend=backend, device=device, precision=precision, **model_options)
-    return upscale_image(image, dst, net, scale=scale, overwrite=overwrite, **options)
-
-
-_PIPELINE_OPTIONS = {
-    "stretch",
-    "tile",
-    "pad",
-    "batch_size",
-    "luminance_only",
-    "progress",
-    "stage",
-    "protect_stars",
-    "protect_strength",
-    "conserve_flux",
-}
+    net = _backend(opts)
+    return upscale_image(image, dst, net, opts, overwrite=overwrite, progress=progress, stage=stage)
 
 
 class _Commit:
@@ -426,21 +391,14 @@ def upscale_image(
     image: LoadedImage,
     dst: str | os.PathLike,
     net,
+    options: UpscaleOptions | None = None,
     *,
-    scale: int = 4,
     overwrite: bool = False,
-    stretch: str = "auto",
-    tile: int | None = None,
-    pad: int | None = None,
-    batch_size: int | None = None,
-    luminance_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stage: Callable[[str], None] | None = None,
     memmap_threshold: int = MEMMAP_THRESHOLD,
-    protect_stars: bool = False,
-    protect_strength: float = 1.0,
-    conserve_flux: bool | str = False,
     timings: dict[str, float] | None = None,
+    **option_kwargs: Any,
 ) -> UpscaleReport:
     """Upscale an image already read by :func:`astrosleuth_astro.io.read_image` into ``dst``.
 
@@ -455,35 +413,32 @@ def upscale_image(
     """
     start = time.perf_counter()
     dst = Path(dst)
+    if options is None:
+        options = UpscaleOptions(**option_kwargs)
+    elif option_kwargs:
+        options = options.replace(**option_kwargs)
+    stretch = options.stretch
     if image.display_referred and stretch == "auto":
         stretch = "none"
     data = image.restore_shape(image.data)
     # The stretch is fitted up front: the output header records it before any pixel exists.
     with clock(timings, "stretch"):
         fitted = fit_stretch(image.data, stretch) if isinstance(stretch, str) else stretch
-    options = dict(
-        stretch=fitted,
-        **tiling_options(net, tile, pad, batch_size),
-        luminance_only=luminance_only,
-        progress=progress,
-        stage=stage,
-        protect_stars=protect_stars,
-        protect_strength=protect_strength,
-        conserve_flux=conserve_flux,
-        timings=timings,
-    )
+    options = options.replace(stretch=fitted)
+    hooks = dict(progress=progress, stage=stage, timings=timings)
+    scale = options.scale
     out_shape = (*np.shape(data)[:-2], scale * data.shape[-2], scale * data.shape[-1])
-    header = output_header(image.header, fitted, scale, net, conserve_flux)
+    header = upscaled_header(image.header, fitted, net, options)
     nbytes = 4 * int(np.prod(out_shape))
     memmapped = image_format(dst) == "fits" and nbytes > memmap_threshold
     _check_room(dst, np.shape(data), out_shape, scale, memmapped)
     if memmapped:
         commit = _Commit(timings)
         with commit, open_fits_output(dst, out_shape, header, overwrite=overwrite) as out:
-            _upscale_into(data, net, scale, out, **options)
+            _upscale_into(data, net, options, out, **hooks)
             commit.start()
     else:
-        result = upscale_array(data, net, scale=scale, **options)
+        result = upscale_array(data, net, options, **hooks)
         with clock(timings, "write"):
             write_image(dst, result.data, header, like=image, overwrite=overwrite)
     return UpscaleReport(

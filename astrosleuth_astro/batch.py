@@ -53,9 +53,10 @@ from typing import Any
 from ._version import __version__
 from .api import get_backend, upscale_image
 from .errors import AstroSleuthError, InputError, ModelError
-from .io import check_not_same, read_image
+from .io import LoadedImage, check_not_same, read_image
 from .io.atomic import TEMP_PREFIX, atomic_output
 from .io.formats import IMAGE_FORMATS, format_from_name
+from .pipeline import UpscaleOptions
 
 __all__ = [
     "DEFAULT_NAME",
@@ -65,6 +66,7 @@ __all__ = [
     "InputFile",
     "Job",
     "JobOptions",
+    "job_output_state",
     "JobResult",
     "Manifest",
     "ModelSpec",
@@ -152,6 +154,8 @@ class ModelSpec:
         sha256 of the weights the client loaded; a worker whose file differs refuses to run.
     threads : int or None
         Inference threads per process; None: :func:`inference_threads` decides.
+    precision : str
+        Network precision (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``).
     """
 
     model: str
@@ -160,25 +164,39 @@ class ModelSpec:
     options: tuple[tuple[str, Any], ...] = ()
     sha256: str = ""
     threads: int | None = None
+    precision: str = "auto"
+
+    @classmethod
+    def for_options(cls, options: UpscaleOptions, net: Any, threads: int | None) -> ModelSpec:
+        """The spec of the model ``options`` name, loaded by the client as ``net``."""
+        model = str(options.model)
+        if Path(model).is_file():
+            model = os.path.abspath(model)  # workers may run elsewhere: give them the full path
+        sha256 = getattr(net, "sha256", "")
+        return cls(
+            model,
+            options.backend,
+            options.device,
+            options.model_options,
+            sha256,
+            threads,
+            options.precision,
+        )
 
     @property
     def key(self) -> tuple:
         # With the sha256: a model file replaced between two batches is loaded again.
-        return (self.model, self.backend, self.device, self.options, self.sha256)
+        return (self.model, self.backend, self.device, self.options, self.sha256, self.precision)
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Per-file options, as for :func:`~astrosleuth_astro.api.upscale_image`."""
+    """Per-file options: how to upscale (:class:`~astrosleuth_astro.pipeline.UpscaleOptions`;
+    its model is built from the job's :class:`ModelSpec`), which HDU to read and whether
+    to replace existing outputs."""
 
-    scale: int = 4
+    upscale: UpscaleOptions = field(default_factory=UpscaleOptions)
     hdu: int | str | None = None
-    stretch: str = "auto"
-    tile: int | None = None
-    luminance_only: bool = False
-    protect_stars: bool = False
-    protect_strength: float = 1.0
-    conserve_flux: str = "off"
     overwrite: bool = False
 
 
@@ -726,7 +744,11 @@ def worker_backend(spec: ModelSpec, net: Any = None) -> Any:
             return cached
 
         loaded = get_backend(
-            spec.model, backend=spec.backend, device=spec.device, **dict(spec.options)
+            spec.model,
+            backend=spec.backend,
+            device=spec.device,
+            precision=spec.precision,
+            **dict(spec.options),
         )
         LOADS += 1
         got = getattr(loaded, "sha256", "")
@@ -740,6 +762,26 @@ def worker_backend(spec: ModelSpec, net: Any = None) -> Any:
             set_inference_threads(loaded, threads)
         _BACKENDS[spec.key] = loaded
         return loaded
+
+
+def job_output_state(job: Job, image: LoadedImage, net: Any, options: JobOptions) -> str:
+    """:func:`output_state` of ``job``'s output for this image, model and options; refuses
+    (:class:`InputError`) an existing output that this package did not write, unless
+    ``overwrite``."""
+    opts = options.upscale
+    state = output_state(
+        job.output,
+        expected_shape(image, opts.scale),
+        sha256=getattr(net, "sha256", ""),
+        scale=opts.scale,
+        stretch=opts.stretch,
+        conserve_flux=opts.conserve_flux,
+    )
+    if state == FOREIGN and not options.overwrite:
+        raise InputError(
+            f"{job.output}: exists and is not an astrosleuth-astro output (use --overwrite)"
+        )
+    return state
 
 
 def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
@@ -761,34 +803,13 @@ def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
         remove_stale_temps(job.output)
         check_not_same(job.input, job.output)
         image = read_image(job.input, hdu=options.hdu)
-        state = output_state(
-            job.output,
-            expected_shape(image, options.scale),
-            sha256=getattr(net, "sha256", ""),
-            scale=options.scale,
-            stretch=options.stretch,
-            conserve_flux=options.conserve_flux,
-        )
+        state = job_output_state(job, image, net, options)
         if state == COMPLETE and not options.overwrite:
             return JobResult(
                 job.index, str(job.input), str(job.output), SKIPPED, time.perf_counter() - start
             )
-        if state == FOREIGN and not options.overwrite:
-            raise InputError(
-                f"{job.output}: exists and is not an astrosleuth-astro output (use --overwrite)"
-            )
         upscale_image(
-            image,
-            job.output,
-            net,
-            scale=options.scale,
-            overwrite=options.overwrite or state != MISSING,
-            stretch=options.stretch,
-            tile=options.tile,
-            luminance_only=options.luminance_only,
-            protect_stars=options.protect_stars,
-            protect_strength=options.protect_strength,
-            conserve_flux=options.conserve_flux,
+            image, job.output, net, options.upscale, overwrite=options.overwrite or state != MISSING
         )
     except AstroSleuthError as exc:
         return _failed(job, str(exc), exc.exit_code, time.perf_counter() - start)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._version import __version__
-from .errors import AstroSleuthError, InputError
+from .errors import AstroSleuthError, InputError, OptionError
 
 PROG = "astrosleuth-astro"
 
@@ -158,37 +158,26 @@ def _output_for(src: Path, output: str | None, n_inputs: int, scale: int) -> Pat
 def _cmd_upscale(args) -> int:
     from .api import get_backend, upscale_image
     from .io import check_not_same, check_output_path, read_image
-    from .stretch import STRETCHES
-
-    if args.scale not in (1, 2, 3, 4):
-        raise InputError(f"--scale: {args.scale} is not supported (choose from 1, 2, 3, 4)")
-    if args.tile is not None and args.tile < 1:
-        raise InputError(f"--tile: must be a positive number of pixels, got {args.tile}")
-    if args.stretch not in STRETCHES:
-        raise InputError(
-            f"--stretch: unknown stretch {args.stretch!r} (choose from {', '.join(STRETCHES)})"
-        )
-    if not 0.0 <= args.protect_strength <= 1.0:
-        raise InputError(
-            f"--protect-strength: must be between 0 and 1, got {args.protect_strength}"
-        )
-    from .conserve import resolve_mode
-
-    args.conserve_flux = resolve_mode(args.conserve_flux)
-    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
-    from .engine.backends import PRECISIONS
-
-    if args.precision not in PRECISIONS:
-        raise InputError(
-            f"--precision: unknown precision {args.precision!r} "
-            f"(choose from {', '.join(PRECISIONS)})"
-        )
+    from .pipeline import UpscaleOptions
     from .runner import run_from_args, wants_batch
 
+    options = UpscaleOptions(
+        model=args.model,
+        scale=args.scale,
+        stretch=args.stretch,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        luminance_only=args.luminance_only,
+        protect_stars=args.protect_stars,
+        protect_strength=args.protect_strength,
+        conserve_flux=args.conserve_flux,
+        model_options=_next_options(args),
+    )
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.lstrip("-").isdigit() else args.hdu
     if wants_batch(args):  # several inputs, a directory/glob/.seq, or a batch option
-        # get_backend takes the precision with the model options, so workers get it too.
-        extra = {} if args.precision == "auto" else {"precision": args.precision}
-        return run_from_args(args, hdu, {**_next_options(args), **extra})
+        return run_from_args(args, options, hdu)
     jobs = [
         (Path(s), _output_for(Path(s), args.output, len(args.inputs), args.scale))
         for s in args.inputs
@@ -203,28 +192,10 @@ def _cmd_upscale(args) -> int:
     for src, dst in jobs:
         image = read_image(src, hdu=hdu, memmap=True)
         if net is None:  # built after the first input is known to be readable
-            net = get_backend(
-                args.model,
-                backend=args.backend,
-                device=args.device,
-                precision=args.precision,
-                **_next_options(args),
-            )
+            net = get_backend(options.model, **options.backend_kwargs())
         with _progress_bar(src.name, args.quiet) as (progress, stage):
             report = upscale_image(
-                image,
-                dst,
-                net,
-                scale=args.scale,
-                overwrite=args.overwrite,
-                stretch=args.stretch,
-                tile=args.tile,
-                luminance_only=args.luminance_only,
-                progress=progress,
-                stage=stage,
-                protect_stars=args.protect_stars,
-                protect_strength=args.protect_strength,
-                conserve_flux=args.conserve_flux,
+                image, dst, net, options, overwrite=args.overwrite, progress=progress, stage=stage
             )
         reports.append(report)
         if not args.quiet and not args.json:
@@ -668,6 +639,16 @@ def _cmd_train(args) -> int:
     return run(args)
 
 
+#: Flags whose name is not the API keyword with dashes (``protect_strength`` ->
+#: ``--protect-strength``).
+_FLAGS = {"color_matching": "--chroma-matching"}
+
+
+def _flag(keyword: str) -> str:
+    """The CLI flag of an API keyword."""
+    return _FLAGS.get(keyword, "--" + keyword.replace("_", "-"))
+
+
 def _on_sigterm(signum, frame):
     # Turn SIGTERM into an exception so atomic writers clean up their temp files.
     raise SystemExit(143)
@@ -681,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
+    except OptionError as exc:  # named by its Python keyword: say the flag instead
+        print(f"{PROG}: error: {exc.named(_flag(exc.keyword))}", file=sys.stderr)
+        return exc.exit_code
     except AstroSleuthError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import OptionError
 from .stretch import Stretch, background_stats
 
 CONSERVE_MODES = ("off", "sources", "all")
@@ -62,8 +62,8 @@ def resolve_mode(value: bool | str | None) -> str:
         return "sources"
     if isinstance(value, str) and value in CONSERVE_MODES:
         return value
-    raise InputError(
-        f"--conserve-flux: {value!r} is not a mode (choose from {', '.join(CONSERVE_MODES)})"
+    raise OptionError(
+        "conserve_flux", value, f"not a mode (choose from {', '.join(CONSERVE_MODES)})"
     )
 
 

@@ -56,11 +56,10 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .api import output_header, tiling_options
+from .api import upscaled_header
 from .batch import (
     COMPLETE,
     DONE,
-    FOREIGN,
     MISSING,
     SKIPPED,
     Job,
@@ -70,14 +69,13 @@ from .batch import (
     _failed,
     _pool_call,
     expected_shape,
-    output_state,
+    job_output_state,
     process_job,
     remove_stale_temps,
     worker_backend,
 )
-from .conserve import resolve_mode, source_levels
+from .conserve import source_levels
 from .engine.tiles import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_PAD,
     choose_tile,
     default_feather,
@@ -92,6 +90,7 @@ from .pipeline import (
     NATIVE_SCALE,
     FluxKeeper,
     Prepared,
+    UpscaleOptions,
     band_rows,
     finish_rows,
     mono_net,
@@ -371,41 +370,29 @@ def process_banded(
         remove_stale_temps(job.output)
         check_not_same(job.input, job.output)
         image = read_image(job.input, hdu=options.hdu)
-        shape = expected_shape(image, options.scale)
-        state = output_state(
-            job.output,
-            shape,
-            sha256=getattr(net, "sha256", ""),
-            scale=options.scale,
-            stretch=options.stretch,
-            conserve_flux=options.conserve_flux,
-        )
+        opts = options.upscale
+        shape = expected_shape(image, opts.scale)
+        state = job_output_state(job, image, net, options)
         if state == COMPLETE and not options.overwrite:
             return result(SKIPPED)
-        if state == FOREIGN and not options.overwrite:
-            raise InputError(
-                f"{job.output}: exists and is not an astrosleuth-astro output (use --overwrite)"
-            )
         plain_fits = format_from_name(job.output) == "fits" and not str(
             job.output
         ).lower().endswith((".gz", ".fz"))
 
-        plan = tiling_options(net, options.tile, None, None)  # what upscale_image would use
-        tile = plan["tile"]
+        plan = opts.tiling(net)  # what upscale_image would use
+        tile = plan[0]
         n_rows = -(-image.height // choose_tile(image.height, image.width, tile)[0])
         n = min(n_bands, n_rows // 2) if auto else n_bands
         bands = plan_bands(image.height, n)
         # os.pwrite: POSIX only (Windows runs the whole file as one task).
-        if not plain_fits or options.protect_stars or len(bands) < 2 or not hasattr(os, "pwrite"):
+        if not plain_fits or opts.protect_stars or len(bands) < 2 or not hasattr(os, "pwrite"):
             del image
             (res,) = runner.map(process_job, [job], model, options)
             return res
         overwrite = options.overwrite or state != MISSING
-        tasks, scratch = _prepare(image, job, options, bands, tile, plan)
+        tasks, scratch = _prepare(image, job, opts, bands, plan)
         try:
-            header = output_header(
-                image.header, tasks[0].stretch, options.scale, net, options.conserve_flux
-            )
+            header = upscaled_header(image.header, tasks[0].stretch, net, opts)
             del image
             with open_fits_output(job.output, shape, header, overwrite=overwrite) as out:
                 target, offset = str(out.filename), int(out.offset)
@@ -433,19 +420,19 @@ def _at(task: BandTask, target: str, offset: int) -> BandTask:
     return replace(task, target=target, offset=offset)
 
 
-def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict | None = None):
+def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int | None, int]):
     """What the pipeline computes on the whole image, as scratch files and task fields.
 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
     fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
 
-    stretch = options.stretch
+    stretch = opts.stretch
     if image.display_referred and stretch == "auto":
         stretch = "none"
     prep = prepare(image.restore_shape(image.data), fit_stretch(image.data, stretch))
     n_ch, h, w = prep.chw.shape
-    flux_mode = resolve_mode(options.conserve_flux)
+    flux_mode = opts.conserve_flux
     levels = source_levels(prep.chw) if flux_mode == "sources" else None
 
     scratch = Path(
@@ -470,9 +457,8 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    # without a plan: what upscale_image uses for a backend without a tiling plan
-    batch_size, pad = (plan["batch_size"], plan["pad"]) if plan else (DEFAULT_BATCH_SIZE, None)
-    scale = options.scale
+    tile, pad, batch_size = plan
+    scale = opts.scale
     tasks = [
         BandTask(
             index=i,
@@ -481,7 +467,7 @@ def _prepare(image, job: Job, options: JobOptions, bands, tile: int, plan: dict 
             tile=int(tile),
             pad=pad,
             batch_size=batch_size,
-            luminance_only=options.luminance_only,
+            luminance_only=opts.luminance_only,
             stretch=prep.stretch,
             has_residual=prep.residual is not None,
             any_bad=prep.bad is not None,

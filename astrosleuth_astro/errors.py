@@ -25,3 +25,30 @@ class InputError(AstroSleuthError, ValueError):
 
 class ModelError(InputError):
     """A model file or name that cannot be loaded (exit code 2)."""
+
+
+class OptionError(InputError):
+    """A bad option value (exit code 2), named by its Python keyword.
+
+    ``str(exc)`` names the keyword (``stretch='log': ...``), which is what a caller of the
+    Python API wrote; a front-end that spells the option differently (the CLI's
+    ``--stretch``) renders the same problem with :meth:`named`.
+
+    Parameters
+    ----------
+    keyword : str
+        The option's keyword in the Python API (``"scale"``, ``"conserve_flux"``...).
+    value : object
+        The value given.
+    problem : str
+        What is wrong with it, without the option's name.
+    """
+
+    def __init__(self, keyword: str, value: object, problem: str) -> None:
+        self.keyword, self.value, self.problem = keyword, value, problem
+        super().__init__(f"{keyword}={value!r}: {problem}")
+
+    def named(self, name: str, sep: str = " ") -> str:
+        """The message with the option spelled ``name``: ``--scale 7: ...`` (or, with
+        ``sep="="``, ``-scale=7: ...``)."""
+        return f"{name}{sep}{self.value}: {self.problem}"

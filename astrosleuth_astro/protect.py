@@ -54,7 +54,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import OptionError
 from .resample import upsample_bilinear, upsample_nearest
 from .stars import (
     DILATE_FWHM,
@@ -113,7 +113,7 @@ class StarProtector:
         detection: StarDetection | None = None,
     ) -> None:
         if not (np.isfinite(strength) and 0.0 <= strength <= 1.0):
-            raise InputError(f"--protect-strength: must be between 0 and 1, got {strength}")
+            raise OptionError("protect_strength", strength, "must be between 0 and 1")
         self.linear = linear
         self.strength = float(strength)
         self.scale = int(scale)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from .errors import OptionError
 
 #: Native scale of the AstroSleuth networks: scales 1-3 are made from a 4x result.
 NATIVE_SCALE = 4
@@ -81,7 +81,7 @@ def from_native(img: np.ndarray, native: int, scale: int) -> np.ndarray:
     if scale == native:
         return img
     if not 1 <= scale < native:
-        raise InputError(f"--scale: {scale} is not supported (choose from {SCALES})")
+        raise OptionError("scale", scale, f"not supported (choose from {SCALES})")
     if native % scale == 0:
         return _block_average(img, native // scale)
     h, w = img.shape[-2] // native, img.shape[-1] // native

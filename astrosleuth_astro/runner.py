@@ -43,6 +43,7 @@ from .batch import (
     worker_backend,
 )
 from .errors import InputError
+from .pipeline import UpscaleOptions
 
 __all__ = ["BatchConfig", "run_batch", "run_from_args", "wants_batch"]
 
@@ -59,10 +60,6 @@ class BatchConfig:
     scheduler: str | None = None
     manifest: str | None = None
     bands: int | None = None
-    model: str = "default"
-    backend: str = "auto"
-    device: str = "cpu"
-    model_options: dict = field(default_factory=dict)
     options: JobOptions = field(default_factory=JobOptions)
     quiet: bool = False
     json: bool = False
@@ -95,11 +92,7 @@ def _is_collection(spec: str) -> bool:
 
 
 def _model_spec(cfg: BatchConfig, net: Any, threads: int | None) -> ModelSpec:
-    model = str(cfg.model)
-    if Path(model).is_file():
-        model = os.path.abspath(model)  # workers may run elsewhere: give them the full path
-    options = tuple(sorted(cfg.model_options.items()))
-    return ModelSpec(model, cfg.backend, cfg.device, options, getattr(net, "sha256", ""), threads)
+    return ModelSpec.for_options(cfg.options.upscale, net, threads)
 
 
 def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> int:
@@ -124,8 +117,9 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
     if not files:
         raise InputError("upscale: no input image")
 
-    net = get_backend(cfg.model, backend=cfg.backend, device=cfg.device, **cfg.model_options)
-    scale = cfg.options.scale
+    opts = cfg.options.upscale
+    net = get_backend(opts.model, **opts.backend_kwargs())
+    scale = opts.scale
     if out_file is not None:
         jobs = [Job(0, files[0].path, out_file)]
         if jobs[0].output == jobs[0].input:
@@ -146,7 +140,7 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
         if manifest_path in {j.input for j in jobs} | {j.output for j in jobs}:
             raise InputError(f"{manifest_path}: the manifest would replace an input or output")
     meta = {
-        "model": getattr(net, "model_name", str(cfg.model)),
+        "model": getattr(net, "model_name", str(opts.model)),
         "sha256": getattr(net, "sha256", ""),
         "scale": scale,
         "output_dir": str(out_dir) if out_dir is not None else None,
@@ -257,9 +251,9 @@ def wants_batch(args: Any) -> bool:
     )
 
 
-def run_from_args(args: Any, hdu: int | str | None, model_options: dict) -> int:
+def run_from_args(args: Any, options: UpscaleOptions, hdu: int | str | None) -> int:
     """Run the batch described by parsed ``upscale`` arguments; return the exit code."""
-    if args.bands is not None and args.bands > 1 and args.protect_stars:
+    if args.bands is not None and args.bands > 1 and options.protect_stars:
         raise InputError("--bands: cannot be combined with --protect-stars (stars are whole-image)")
     cfg = BatchConfig(
         inputs=[str(s) for s in args.inputs],
@@ -270,21 +264,7 @@ def run_from_args(args: Any, hdu: int | str | None, model_options: dict) -> int:
         scheduler=_scheduler_address(args),
         manifest=args.manifest,
         bands=args.bands,
-        model=str(args.model),
-        backend=args.backend,
-        device=args.device,
-        model_options=dict(model_options),
-        options=JobOptions(
-            scale=args.scale,
-            hdu=hdu,
-            stretch=args.stretch,
-            tile=args.tile,
-            luminance_only=args.luminance_only,
-            protect_stars=args.protect_stars,
-            protect_strength=args.protect_strength,
-            conserve_flux=getattr(args, "conserve_flux", "off"),
-            overwrite=args.overwrite,
-        ),
+        options=JobOptions(options, hdu=hdu, overwrite=args.overwrite),
         quiet=args.quiet or args.json,
         json=args.json,
     )

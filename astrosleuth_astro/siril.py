@@ -33,8 +33,6 @@ interface object, and recognises sirilpy's exceptions by their class names.
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +42,12 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._version import __version__
-from .errors import AstroSleuthError, InputError
-from .stretch import STRETCHES
+from . import pipeline
+from .api import get_backend, upscaled_header
+from .errors import AstroSleuthError, InputError, OptionError
+from .io import output_header, update_datarange
+from .pipeline import SCALES, UpscaleOptions
+from .stretch import STRETCHES, Stretch, fit_stretch
 
 __all__ = [
     "SCALES",
@@ -65,8 +66,6 @@ __all__ = [
     "upscale_current_image",
 ]
 
-#: Output scales offered (4 is the networks' native scale).
-SCALES = (1, 2, 3, 4)
 #: sirilpy's limit for ``undo_save_state`` messages, in UTF-8 bytes.
 UNDO_MAX_BYTES = 70
 #: Prefix of every line this module writes to the Siril log.
@@ -170,14 +169,15 @@ def build_output_header(
     shape: tuple[int, ...],
     dtype: np.dtype | type,
     *,
-    scale: int,
-    stretch: str,
-    model: str,
-    sha256: str,
+    stretch: Stretch,
+    net: Any,
+    options: UpscaleOptions,
     data: np.ndarray | None = None,
-    flux: str | None = None,
 ) -> fits.Header:
     """The complete header of the upscaled image, for ``set_image_metadata_from_header_string``.
+
+    The header of every other output (:func:`astrosleuth_astro.api.upscaled_header`: the
+    WCS and pixel sizes rescaled, provenance), laid out as Siril writes a FITS file.
 
     Parameters
     ----------
@@ -188,14 +188,14 @@ def build_output_header(
     dtype : numpy dtype
         ``float32`` or ``uint16``: BITPIX (and BZERO/BSCALE for uint16) describe it, as in a
         FITS file Siril writes.
-    scale : int
-    stretch, model, sha256 : str
-        Provenance (``ASTSL*`` keywords and a HISTORY card).
+    stretch : Stretch
+        The fitted stretch (``ASTSLSTR``).
+    net : Backend
+        The network (model name, weights sha256 and precision are recorded).
+    options : UpscaleOptions
+        The options of the run (scale, flux conservation).
     data : ndarray, optional
         The new pixels: DATAMIN/DATAMAX are recomputed from them when present.
-    flux : str, optional
-        Flux conservation mode, recorded as ``ASTSLFLX`` (see
-        :func:`astrosleuth_astro.io.add_provenance`).
 
     Returns
     -------
@@ -204,19 +204,7 @@ def build_output_header(
         (TAN, SIP, CD or CDELT/PC) and pixel sizes rescaled exactly, and EQUINOX made
         explicit for RA/DEC frames (Siril keeps CTYPE only when EQUINOX is present).
     """
-    from .io import add_provenance, output_header, rescale_header, update_datarange
-
-    hdr = rescale_header(header, scale)
-    add_provenance(
-        hdr,
-        model=model,
-        sha256=sha256,
-        scale=scale,
-        stretch=stretch,
-        version=__version__,
-        flux=flux,
-    )
-    out = output_header(hdr, tuple(shape))
+    out = output_header(upscaled_header(header, stretch, net, options), tuple(shape))
     if data is not None:
         update_datarange(out, data)
     if np.dtype(dtype) == np.uint16:
@@ -386,41 +374,10 @@ def choose_device(
     )
 
 
-def _upscale_array():
-    # Looked up at call time: the pipeline may gain options (star protection) while a
-    # Siril session runs, and tests substitute it.
-    from . import pipeline
-
-    return pipeline.upscale_array
-
-
 def star_protection_available() -> bool:
-    """Whether this version's pipeline has the ``protect_stars`` option."""
-    return "protect_stars" in inspect.signature(_upscale_array()).parameters
-
-
-def _star_options(protect_stars: bool, protect_strength: float | None) -> dict[str, Any]:
-    if not protect_stars:
-        return {}
-    params = inspect.signature(_upscale_array()).parameters
-    if "protect_stars" not in params:
-        raise InputError(
-            f"star protection: not available in astrosleuth-astro {__version__}; "
-            "turn it off or update the package"
-        )
-    options: dict[str, Any] = {"protect_stars": True}
-    if protect_strength is not None:
-        if "protect_strength" not in params:
-            raise InputError(
-                f"star protection strength: not available in astrosleuth-astro {__version__}"
-            )
-        strength = float(protect_strength)
-        if not math.isfinite(strength):
-            raise InputError(
-                f"star protection strength: must be a number, got {protect_strength!r}"
-            )
-        options["protect_strength"] = strength
-    return options
+    """Whether this version has star protection (for the Siril script, which may be newer
+    than the installed package)."""
+    return "protect_stars" in UpscaleOptions.names()
 
 
 # --------------------------------------------------------------------------------------
@@ -474,6 +431,8 @@ def _describe(exc: BaseException) -> str:
             "out of memory while upscaling; try a smaller scale, crop the image, "
             "or close other images and programs"
         )
+    if isinstance(exc, OptionError):  # as the script's arguments spell it: -scale=7
+        return exc.named(f"-{exc.keyword}", sep="=")
     if isinstance(exc, AstroSleuthError):
         return detail
     if "SirilError" in names:
@@ -495,43 +454,20 @@ def _progress_callback(siril: Any, label: str) -> Callable[[int, int], None]:
     return progress
 
 
-def _stage_options(siril: Any, label: str) -> dict[str, Any]:
+def _stage_callback(siril: Any, label: str) -> Callable[[str], None]:
     """``stage=`` for the pipeline: the star stages of star protection get their own line
-    in Siril's progress bar (they can take longer than the tiles). Empty when the
-    pipeline has no ``stage`` option."""
-    if "stage" not in inspect.signature(_upscale_array()).parameters:
-        return {}
+    in Siril's progress bar (they can take longer than the tiles)."""
 
     def stage(name: str) -> None:
         # Star repair runs after the last tile: the bar stays full while it does.
         siril.update_progress(f"{label}: {name}", 1.0 if name == "repairing stars" else 0.0)
 
-    return {"stage": stage}
+    return stage
 
 
 # --------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------
-
-
-def _validate(scale: Any, stretch: Any, tile: Any, batch_size: Any) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer, str, float)):
-        raise InputError(f"scale: {scale!r} is not supported (choose from 1, 2, 3, 4)")
-    try:
-        s = int(scale)
-    except ValueError:
-        raise InputError(f"scale: {scale!r} is not supported (choose from 1, 2, 3, 4)") from None
-    if s not in SCALES or float(scale) != s:
-        raise InputError(f"scale: {scale!r} is not supported (choose from 1, 2, 3, 4)")
-    if stretch not in STRETCHES:
-        raise InputError(
-            f"stretch: unknown stretch {stretch!r} (choose from {', '.join(STRETCHES)})"
-        )
-    if tile is not None and int(tile) < 1:
-        raise InputError(f"tile: must be a positive number of pixels, got {tile}")
-    if int(batch_size) < 1:
-        raise InputError(f"batch size: must be at least 1, got {batch_size}")
-    return s
 
 
 def _restore(siril: Any, pixels: np.ndarray, header_text: str | None) -> bool:
@@ -543,17 +479,6 @@ def _restore(siril: Any, pixels: np.ndarray, header_text: str | None) -> bool:
     except Exception:  # noqa: BLE001 - reported by the caller
         return False
     return True
-
-
-def _flux_options(conserve_flux: bool | str | None) -> dict[str, Any]:
-    from .conserve import resolve_mode
-
-    mode = resolve_mode(conserve_flux)
-    if mode == "off":
-        return {}
-    if "conserve_flux" not in inspect.signature(_upscale_array()).parameters:
-        raise InputError(f"flux conservation: not available in astrosleuth-astro {__version__}")
-    return {"conserve_flux": mode}
 
 
 def upscale_current_image(
@@ -634,13 +559,6 @@ def upscale_current_image(
     """
     start = time.perf_counter()
     try:
-        s = _validate(scale, stretch, tile, batch_size)
-        star_opts = _star_options(protect_stars, protect_strength)
-        flux_opts = _flux_options(conserve_flux)
-        if hasattr(siril, "is_image_loaded") and not siril.is_image_loaded():
-            raise InputError("no image is loaded in Siril; open an image (not a sequence) first")
-        from .api import get_backend
-
         next_opts = {
             name: value
             for name, value in zip(
@@ -650,11 +568,28 @@ def upscale_current_image(
             )
             if value is not None
         }
-        net = get_backend(model, backend=backend, device=device, **next_opts)
+        options = UpscaleOptions(
+            model=model,
+            scale=scale,
+            stretch=stretch,
+            backend=backend,
+            device=device,
+            tile=tile,
+            batch_size=batch_size,
+            luminance_only=luminance_only,
+            protect_stars=protect_stars,
+            protect_strength=1.0 if protect_strength is None else protect_strength,
+            conserve_flux=conserve_flux,
+            model_options=next_opts,
+        )
+        if hasattr(siril, "is_image_loaded") and not siril.is_image_loaded():
+            raise InputError("no image is loaded in Siril; open an image (not a sequence) first")
+        net = get_backend(options.model, **options.backend_kwargs())
     except Exception as exc:  # noqa: BLE001 - every failure becomes one log line
         raise _fail(siril, exc) from exc
 
     model_name = str(getattr(net, "model_name", "custom"))
+    s = options.scale
     label = f"{LOG_PREFIX} x{s}"
     written = False
     try:
@@ -663,36 +598,26 @@ def upscale_current_image(
             header_text = siril.get_image_fits_header()
             header = parse_siril_header(header_text)
 
-            from .stretch import fit_stretch
-
             chw = pixels[np.newaxis] if pixels.ndim == 2 else pixels
             work = chw.astype(np.float32)  # a copy: ``pixels`` stays the pristine original
-            fitted = fit_stretch(work, stretch)
+            fitted = fit_stretch(work, options.stretch)
             siril.update_progress(f"{label}: starting", 0.0)
-            result = _upscale_array()(
+            result = pipeline.upscale_array(
                 work,
                 net,
-                scale=s,
-                stretch=fitted,
-                luminance_only=bool(luminance_only),
-                tile=int(tile) if tile else int(getattr(net, "tile", 256)),
-                batch_size=int(batch_size),
+                options.replace(stretch=fitted),
                 progress=_progress_callback(siril, label),
-                **_stage_options(siril, label),
-                **star_opts,
-                **flux_opts,
+                stage=_stage_callback(siril, label),
             )
             new_pixels = from_pipeline_output(result.data, pixels)
             new_header = build_output_header(
                 header,
                 new_pixels.shape,
                 new_pixels.dtype,
-                scale=s,
-                stretch=fitted.kind,
-                model=model_name,
-                sha256=str(getattr(net, "sha256", "")),
+                stretch=fitted,
+                net=net,
+                options=options,
                 data=new_pixels,
-                flux=flux_opts.get("conserve_flux", "off"),
             )
             new_text = siril_header_string(new_header)
             undo = _truncate_utf8(
@@ -734,7 +659,7 @@ def upscale_current_image(
         shape_out=tuple(new_pixels.shape),
         dtype=str(pixels.dtype),
         wcs=_has_celestial_wcs(header),
-        star_protection=bool(star_opts),
+        star_protection=options.protect_stars,
         seconds=round(time.perf_counter() - start, 3),
     )
     size_in = "x".join(str(n) for n in pixels.shape[::-1][:2])

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from .errors import InputError
+from .errors import InputError, OptionError
 
 STRETCHES = ("auto", "mtf", "asinh", "none")
 
@@ -299,9 +299,7 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
         range centred on its value, so it maps to 0.5 and back exactly.
     """
     if kind not in STRETCHES:
-        raise InputError(
-            f"--stretch: unknown stretch {kind!r} (choose from {', '.join(STRETCHES)})"
-        )
+        raise OptionError("stretch", kind, f"unknown stretch (choose from {', '.join(STRETCHES)})")
     chw = _as_chw(data)
     lo, hi = _range(chw)
     stats = None

@@ -132,7 +132,7 @@ def test_keep_sky_level_moves_the_sky_mean_without_its_noise():
 def test_resolve_mode():
     assert resolve_mode(False) == resolve_mode(None) == resolve_mode("off") == "off"
     assert resolve_mode(True) == "sources" and resolve_mode("all") == "all"
-    with pytest.raises(InputError, match="--conserve-flux"):
+    with pytest.raises(InputError, match="conserve_flux='stars'"):
         resolve_mode("stars")
 
 

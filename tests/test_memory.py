@@ -52,7 +52,7 @@ def _eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the pipeline build its whole-image arrays (the pre-banding behaviour)."""
     original = pipeline.prepare
     monkeypatch.setattr(
-        pipeline, "prepare", lambda data, stretch, lazy=False: original(data, stretch)
+        pipeline.run, "prepare", lambda data, stretch, lazy=False: original(data, stretch)
     )
 
 
@@ -126,7 +126,7 @@ def test_no_whole_image_intermediate(tmp_path, monkeypatch):
     The image is tall and narrow, so the band and tile buffers (which scale with the width)
     are small next to any whole-image array (which scales with the height).
     """
-    monkeypatch.setattr(pipeline, "SCAN_BLOCK_PIXELS", 1 << 14)
+    monkeypatch.setattr(pipeline.prepared, "SCAN_BLOCK_PIXELS", 1 << 14)
     img = np.random.default_rng(0).normal(100.0, 5.0, (32768, 32)).astype(np.float32)
     img[100:103, 10:13] = 9000.0
     # No NaN here: the fill value is a median over a subsample of up to ~4 M pixels (the
@@ -159,7 +159,7 @@ def test_band_height_does_not_change_the_result(name, monkeypatch):
     data = _cases()[name]
     opts = dict(scale=4, tile=32, pad=5, batch_size=3)
     default = upscale_array(data, _net, **opts).data
-    monkeypatch.setattr(pipeline, "BAND_PIXELS", 3 * data.shape[-1])  # 2-row bands
+    monkeypatch.setattr(pipeline.finish, "BAND_PIXELS", 3 * data.shape[-1])  # 2-row bands
     assert pipeline.band_rows(data.shape[-1]) == 2
     _same_bits(upscale_array(data, _net, **opts).data, default)
 

@@ -109,7 +109,7 @@ def test_strength_zero_is_off_and_bad_strength_is_refused(field):
         for x in (plain, half, full)
     ]
     assert depth[0] > depth[1] > depth[2]
-    with pytest.raises(InputError, match="protect-strength"):
+    with pytest.raises(InputError, match="protect_strength=1.5"):
         upscale_array(lr, net, scale=4, protect_stars=True, protect_strength=1.5)
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import importlib.util
-import inspect
 import sys
 import types
 from pathlib import Path
@@ -481,48 +479,36 @@ def test_headerless_image(tiny_net):
     assert fake.header()["NAXIS1"] == 28
 
 
-def test_star_protection_passed_through_only_when_the_pipeline_has_it(tiny_net, monkeypatch):
+def test_star_protection_reaches_the_pipeline_and_a_bad_strength_fails_first(tiny_net, monkeypatch):
     data = (field((20, 24), seed=8) / 65535).astype(np.float32)
     original = pipeline.upscale_array
-    if "protect_stars" in inspect.signature(original).parameters:
-        seen = {}
+    seen = []
 
-        @functools.wraps(original)  # keeps the signature the adapter inspects
-        def spy(*args, **kwargs):
-            seen.update(kwargs)
-            return original(*args, **kwargs)
+    def spy(data, net, options, **hooks):
+        seen.append(options)
+        return original(data, net, options, **hooks)
 
-        monkeypatch.setattr(pipeline, "upscale_array", spy)
+    monkeypatch.setattr(pipeline, "upscale_array", spy)
+    for strength, expected in ((0.5, 0.5), (0.25, 0.25), (None, 1.0)):
         fake = StandInSiril(data, None)
         report = siril.upscale_current_image(
-            fake, model=tiny_net, scale=2, protect_stars=True, protect_strength=0.5
+            fake, model=tiny_net, scale=2, protect_stars=True, protect_strength=strength
         )
-        assert seen["protect_stars"] is True and report.star_protection
-        monkeypatch.setattr(pipeline, "upscale_array", original)
+        opts = seen[-1]
+        assert opts.protect_stars is True and opts.protect_strength == expected
+        assert report.star_protection and "stars protected" in fake.logs[-1]
+    assert siril.star_protection_available()
 
-    def without(data, net, *, scale=4, stretch="auto", tile=256, progress=None, **_ignored):
-        return original(data, net, scale=scale, stretch=stretch, tile=tile, progress=progress)
-
-    monkeypatch.setattr(pipeline, "upscale_array", without)
-    fake = StandInSiril(data, None)
-    with pytest.raises(siril.SirilUpscaleError):
-        siril.upscale_current_image(fake, model=tiny_net, protect_stars=True)
-    assert "star protection" in fake.logs[0] and fake.lock_entries == 0
-    assert not siril.star_protection_available()
-
-    seen = {}
-
-    def with_it(data, net, *, protect_stars=False, protect_strength=1.0, **kwargs):
-        seen.update(protect_stars=protect_stars, protect_strength=protect_strength)
-        return original(data, net, **kwargs)
-
-    monkeypatch.setattr(pipeline, "upscale_array", with_it)
-    fake = StandInSiril(data, None)
-    report = siril.upscale_current_image(
-        fake, model=tiny_net, scale=2, protect_stars=True, protect_strength=0.25
-    )
-    assert seen == {"protect_stars": True, "protect_strength": 0.25} and report.star_protection
-    assert "stars protected" in fake.logs[-1]
+    for bad in (1.5, float("nan"), "strong"):
+        fake = StandInSiril(data, None)
+        with pytest.raises(siril.SirilUpscaleError):
+            siril.upscale_current_image(
+                fake, model=tiny_net, protect_stars=True, protect_strength=bad
+            )
+        assert len(fake.logs) == 1 and "-protect_strength=" in fake.logs[0]
+        assert "between 0 and 1" in fake.logs[0] and fake.lock_entries == 0
+        assert np.array_equal(fake.pixels, data)
+    assert len(seen) == 3
 
 
 def test_flux_conservation_reaches_the_pipeline_and_the_header(tiny_net):
@@ -535,7 +521,7 @@ def test_flux_conservation_reaches_the_pipeline_and_the_header(tiny_net):
     fake = StandInSiril(data, None)
     with pytest.raises(siril.SirilUpscaleError):
         siril.upscale_current_image(fake, model=tiny_net, conserve_flux="stars")
-    assert "--conserve-flux" in fake.logs[0] and fake.lock_entries == 0
+    assert "-conserve_flux=stars: not a mode" in fake.logs[0] and fake.lock_entries == 0
     assert np.array_equal(fake.pixels, data)
 
 
