@@ -92,10 +92,9 @@ from .pipeline import (
     Prepared,
     UpscaleOptions,
     band_rows,
-    finish_rows,
+    finish_band,
     mono_net,
     prepare,
-    to_linear,
 )
 from .stretch import fit_stretch
 
@@ -578,8 +577,9 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
 
 
 def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
-    """Steps 3-7 of the pipeline for input rows ``[a, b)``, with the whole-image values
-    that the client prepared (the pipeline's own :func:`to_linear` and :func:`finish_rows`)."""
+    """Steps 3-8 of the pipeline for input rows ``[a, b)`` (the pipeline's own
+    :func:`~astrosleuth_astro.pipeline.finish_band`), with the whole-image values that the
+    client prepared."""
 
     prep = Prepared(
         chw=aux["orig"],
@@ -594,10 +594,11 @@ def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) ->
         was_2d=False,
         hi=task.hi,
     )
-    lin = to_linear(prep, band, (a, b), luminance_only=task.luminance_only)
+    flux = None
     if task.conserve_flux != "off":
-        FluxKeeper(prep, task.conserve_flux, task.flux_levels).apply(lin, a, b)
-    return finish_rows(prep, lin, (a, b), task.scale)
+        flux = FluxKeeper(prep, task.conserve_flux, task.flux_levels)
+    options = UpscaleOptions(scale=task.scale, luminance_only=task.luminance_only)
+    return finish_band(prep, band, (a, b), options, flux=flux)
 
 
 def _write_rows(fd: int, task: BandTask, a: int, b: int, lin: np.ndarray) -> None:

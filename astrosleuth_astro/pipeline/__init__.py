@@ -34,10 +34,20 @@ Modules: :mod:`.options` (:class:`UpscaleOptions`), :mod:`.prepared` (steps 1-2)
 """
 
 from ..resample import NATIVE_SCALE, SCALES
-from .finish import BAND_PIXELS, BAND_ROWS, LUMA, FluxKeeper, band_rows, finish_rows, to_linear
+from .finish import (
+    BAND_PIXELS,
+    BAND_ROWS,
+    LUMA,
+    FluxKeeper,
+    band_rows,
+    clock,
+    finish_band,
+    finish_rows,
+    to_linear,
+)
 from .options import BACKENDS, UpscaleOptions
 from .prepared import Prepared, RowSource, as_chw, prepare
-from .run import STAGES, TIMED_STAGES, Net, PipelineResult, clock, mono_net, upscale_array
+from .run import STAGES, TIMED_STAGES, Net, PipelineResult, mono_net, upscale_array
 
 __all__ = [
     "BACKENDS",
@@ -57,6 +67,7 @@ __all__ = [
     "as_chw",
     "band_rows",
     "clock",
+    "finish_band",
     "finish_rows",
     "mono_net",
     "prepare",

@@ -7,6 +7,11 @@ finished the same wherever it runs (here, or on a Dask worker).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..conserve import (
@@ -26,6 +31,10 @@ from ..resample import (
     upsample_nearest,
 )
 from .prepared import Prepared
+
+if TYPE_CHECKING:  # annotations only: protect and options sit beside this module
+    from ..protect import StarProtector
+    from .options import UpscaleOptions
 
 #: Most input rows post-processed at a time (bounded memory for huge images).
 BAND_ROWS = 64
@@ -157,3 +166,63 @@ def finish_rows(prep: Prepared, lin: np.ndarray, rows: tuple[int, int], scale: i
             orig = upsample_nearest(prep.chw, scale, rows=rows_s)
             lin[mask] = orig[mask]
     return lin
+
+
+@contextmanager
+def clock(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
+    """Add the wall-clock seconds spent in the ``with`` block to ``timings[stage]``.
+
+    Does nothing when ``timings`` is None.
+    """
+    if timings is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def finish_band(
+    prep: Prepared,
+    band: np.ndarray,
+    rows: tuple[int, int],
+    options: UpscaleOptions,
+    protector: StarProtector | None = None,
+    flux: FluxKeeper | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Steps 3-8 for input rows ``rows``: the final output rows from the network's band.
+
+    The one sequence every runner applies to a band (:func:`~astrosleuth_astro.pipeline.
+    upscale_array` here, the Dask band workers there): inverse stretch and clipped
+    residual (:func:`to_linear`), star protection, flux conservation, resampling to the
+    output scale and the restored pixels (:func:`finish_rows`).
+
+    Parameters
+    ----------
+    prep : Prepared
+    band : ndarray, shape (C, 4*(b-a), 4*W)
+        The network's native output for input rows ``[a, b)``, every column.
+    rows : (int, int)
+        ``(a, b)``.
+    options : UpscaleOptions
+        Its ``scale`` and ``luminance_only`` are read.
+    protector : StarProtector, optional
+        Prepared on the whole image (star protection).
+    flux : FluxKeeper, optional
+        Flux conservation, with levels measured on the whole input.
+    timings : dict, optional
+        Seconds added to ``"inverse"`` and ``"stars"``.
+    """
+    a, b = rows
+    with clock(timings, "inverse"):
+        lin = to_linear(prep, band, rows, luminance_only=options.luminance_only)
+    if protector is not None:
+        with clock(timings, "stars"):
+            protector.apply(lin, a, b)
+    with clock(timings, "inverse"):
+        if flux is not None:
+            flux.apply(lin, a, b)
+        return finish_rows(prep, lin, rows, options.scale)

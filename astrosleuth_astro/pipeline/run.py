@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from ..engine.tiles import upscale_tiled
 from ..protect import StarProtector
 from ..resample import NATIVE_SCALE
 from ..stretch import Stretch
-from .finish import FluxKeeper, band_rows, finish_rows, to_linear
+from .finish import FluxKeeper, band_rows, clock, finish_band, to_linear
 from .options import UpscaleOptions
 from .prepared import prepare
 
@@ -25,22 +24,6 @@ Net = Callable[[np.ndarray], np.ndarray]
 TIMED_STAGES = ("stretch", "stars", "network", "tiling", "inverse", "write")
 #: Names that ``upscale_array``'s ``stage`` callback receives, in order.
 STAGES = ("detecting stars", "upscaling", "repairing stars")
-
-
-@contextmanager
-def clock(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
-    """Add the wall-clock seconds spent in the ``with`` block to ``timings[stage]``.
-
-    Does nothing when ``timings`` is None.
-    """
-    if timings is None:
-        yield
-        return
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 def _timed_net(net: Net, timings: dict[str, float]) -> Net:
@@ -206,16 +189,8 @@ def upscale_array(
     step = band_rows(w)
     for a in range(0, h, step):
         b = min(h, a + step)
-        with clock(timings, "inverse"):
-            band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
-            lin = to_linear(prep, band, (a, b), luminance_only=luminance_only)
-        if protector is not None:
-            with clock(timings, "stars"):
-                protector.apply(lin, a, b)
-        with clock(timings, "inverse"):
-            if flux is not None:
-                flux.apply(lin, a, b)
-            rows = finish_rows(prep, lin, (a, b), scale)
+        band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
+        rows = finish_band(prep, band, (a, b), options, protector, flux, timings)
         with clock(timings, "write"):
             out[:, scale * a : scale * b, :] = rows
 
