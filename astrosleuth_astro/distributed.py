@@ -76,11 +76,8 @@ from .batch import (
 )
 from .conserve import source_levels
 from .engine.tiles import (
-    DEFAULT_PAD,
     choose_tile,
-    default_feather,
     iter_tile_rows,
-    plan_axis,
 )
 from .errors import AstroSleuthError, InputError
 from .io import check_not_same, format_from_name, open_fits_output, read_image
@@ -502,30 +499,11 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     n = NATIVE_SCALE
     a, b = task.rows
 
-    # The whole image's tile plan (the engine's own), to know which batches to compute.
-    pad = DEFAULT_PAD if task.pad is None else task.pad
-    th, tw = choose_tile(h, w, task.tile)
-    ay = plan_axis(h, th, pad, n, default_feather(pad))
-    nx = plan_axis(w, tw, pad, n, default_feather(pad)).n
-    needed = np.zeros(ay.n, dtype=bool)
-    for i in range(ay.n):
-        k0, k1 = ay.kept(i)
-        needed[i] = k0 < n * b and k1 > n * a
-    total = ay.n * nx
-    bs = task.batch_size
-    compute = [
-        bool(needed[np.arange(k, min(k + bs, total)) // nx].any()) for k in range(0, total, bs)
-    ]
     calls = [0]
 
-    def band_net(batch: np.ndarray) -> np.ndarray:
-        k = calls[0]
+    def counted(batch: np.ndarray) -> np.ndarray:
         calls[0] += 1
-        if compute[k]:
-            return net_c(batch)
-        # A batch no row of this band comes from: the engine only copies it, never uses it.
-        shape = (batch.shape[0], batch.shape[1], n * batch.shape[2], n * batch.shape[3])
-        return np.broadcast_to(np.float32(0), shape)
+        return net_c(batch)
 
     aux = {
         name: (np.load(path, mmap_mode="r") if path else None)
@@ -540,7 +518,13 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     edges = list(range(a, b, band_rows(w))) + [b]
     fd = os.open(task.target, os.O_WRONLY)
     rows_gen = iter_tile_rows(
-        stretched, band_net, scale=n, tile=task.tile, pad=task.pad, batch_size=bs
+        stretched,
+        counted,
+        scale=n,
+        tile=task.tile,
+        pad=task.pad,
+        batch_size=task.batch_size,
+        rows=(n * a, n * b),  # the engine computes only the batches these rows need
     )
     try:
         k = 0
@@ -572,7 +556,7 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
         "index": task.index,
         "rows": list(task.rows),
         "seconds": round(time.perf_counter() - start, 3),
-        "batches": sum(compute),
+        "batches": calls[0],
     }
 
 

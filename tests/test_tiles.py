@@ -399,3 +399,25 @@ def test_module_does_not_import_torch():
     ]
     modules = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
     assert not any("torch" in (n or "") for n in names + modules)
+
+
+def test_iter_tile_rows_computes_only_the_batches_a_band_needs():
+    rng = np.random.default_rng(3)
+    img = rng.random((3, 70, 40), dtype=np.float32)
+    calls = {"all": 0, "band": 0}
+
+    def counting(key):
+        def net(batch):
+            calls[key] += 1
+            return np.repeat(np.repeat(batch, 4, axis=2), 4, axis=3) * 0.5 + 0.1
+
+        return net
+
+    opts = dict(scale=4, tile=16, pad=4, batch_size=2)
+    whole = np.concatenate([r.copy() for _, r in iter_tile_rows(img, counting("all"), **opts)], 1)
+    r0, r1 = 4 * 30, 4 * 42
+    band = np.zeros_like(whole)
+    for y0, rows in iter_tile_rows(img, counting("band"), rows=(r0, r1), **opts):
+        band[:, y0 : y0 + rows.shape[1]] = rows
+    assert band[:, r0:r1].tobytes() == whole[:, r0:r1].tobytes()
+    assert 0 < calls["band"] < calls["all"] / 2

@@ -317,6 +317,7 @@ def iter_tile_rows(
     feather: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Upscale ``image`` tile by tile, yielding finished bands of output rows top to bottom.
 
@@ -324,6 +325,10 @@ def iter_tile_rows(
     ----------
     image, net, scale, tile, pad, feather, batch_size, progress
         As for :func:`upscale_tiled`.
+    rows : (int, int), optional
+        Only output rows ``[r0, r1)`` are wanted (one band of a banded run): a batch none
+        of whose tiles keeps a row there is not computed, and the rows it would give are
+        zeros. The wanted rows are exactly those of the whole-image run.
 
     Yields
     ------
@@ -346,7 +351,9 @@ def iter_tile_rows(
     # Validate now, not at the first next(): errors surface where the call is made.
     image, pad, feather = _check_args(image, scale, pad, feather, batch_size)
     tiles = choose_tile(image.shape[1], image.shape[2], tile)
-    return _rows(image, net, int(scale), tiles, pad, feather, int(batch_size), progress)
+    return _rows(
+        image, net, int(scale), tiles, pad, feather, int(batch_size), progress, wanted=rows
+    )
 
 
 def _rows(
@@ -359,6 +366,7 @@ def _rows(
     batch_size: int,
     progress: Progress | None,
     target: np.ndarray | None = None,
+    wanted: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The row generator; with ``target`` (shape ``(C, scale*H, scale*W)``) each tile row
     is assembled in place in ``target`` instead of in a width-sized strip, and the bands
@@ -388,6 +396,11 @@ def _rows(
     batch = np.empty((min(batch_size, total), c, ph, pw), dtype=np.float32)
     expected = (c, scale * ph, scale * pw)
 
+    # Tile rows that keep an output row in ``wanted`` (all of them without ``wanted``).
+    needed = [
+        wanted is None or (ay.kept(i)[0] < wanted[1] and ay.kept(i)[1] > wanted[0])
+        for i in range(ay.n)
+    ]
     rowband_of = -1
     rowband = None
     done = 0
@@ -405,7 +418,10 @@ def _rows(
             else:
                 # mode="clip" (indices are in range anyway) lets take() skip buffering.
                 np.take(rowband, src, axis=2, out=batch[k], mode="clip")
-        result = np.asarray(net(batch[: len(chunk)]))
+        if any(needed[i] for i, _ in chunk):
+            result = np.asarray(net(batch[: len(chunk)]))
+        else:  # no wanted row comes from this batch: its rows are passed along unused
+            result = np.broadcast_to(np.float32(0), (len(chunk), *expected))
         if result.shape != (len(chunk), *expected):
             raise ModelError(
                 f"network: returned shape {result.shape} for input {batch[: len(chunk)].shape}"
