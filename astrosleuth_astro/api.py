@@ -38,6 +38,7 @@ from .stretch import Stretch, fit_stretch
 __all__ = [
     "UpscaleOptions",
     "UpscaleReport",
+    "backend_for",
     "get_backend",
     "upscale",
     "upscale_file",
@@ -45,8 +46,9 @@ __all__ = [
 ]
 
 
-def _backend(options: UpscaleOptions):
-    """The backend that ``options`` name (its ``model`` may already be one)."""
+def backend_for(options: UpscaleOptions):
+    """The backend that ``options`` name (:func:`get_backend` with their model, backend,
+    device, precision and model options; a ``model`` that is already a backend is used)."""
     return get_backend(options.model, **options.backend_kwargs())
 
 
@@ -200,7 +202,7 @@ def upscale(
             "(use a numpy array, CCDData/NDData or a FITS image HDU)"
         )
     opts = UpscaleOptions.from_kwargs(model=model, scale=scale, **options)
-    net = _backend(opts)
+    net = backend_for(opts)
     hooks = dict(progress=progress, stage=stage)
 
     if isinstance(obj, hdu_types):
@@ -314,7 +316,7 @@ def upscale_file(
     check_not_same(src, dst)
     check_output_path(dst, overwrite=overwrite)
     image = read_image(src, hdu=hdu, memmap=True)
-    net = _backend(opts)
+    net = backend_for(opts)
     return upscale_image(image, dst, net, opts, overwrite=overwrite, progress=progress, stage=stage)
 
 

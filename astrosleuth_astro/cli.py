@@ -156,7 +156,7 @@ def _output_for(src: Path, output: str | None, n_inputs: int, scale: int) -> Pat
 
 
 def _cmd_upscale(args) -> int:
-    from .api import get_backend, upscale_image
+    from .api import backend_for, upscale_image
     from .io import check_not_same, check_output_path, read_image
     from .pipeline import UpscaleOptions
     from .runner import run_from_args, wants_batch
@@ -192,7 +192,7 @@ def _cmd_upscale(args) -> int:
     for src, dst in jobs:
         image = read_image(src, hdu=hdu, memmap=True)
         if net is None:  # built after the first input is known to be readable
-            net = get_backend(options.model, **options.backend_kwargs())
+            net = backend_for(options)
         with _progress_bar(src.name, args.quiet) as (progress, stage):
             report = upscale_image(
                 image, dst, net, options, overwrite=args.overwrite, progress=progress, stage=stage

@@ -581,8 +581,7 @@ def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) ->
     flux = None
     if task.conserve_flux != "off":
         flux = FluxKeeper(prep, task.conserve_flux, task.flux_levels)
-    options = UpscaleOptions(scale=task.scale, luminance_only=task.luminance_only)
-    return finish_band(prep, band, (a, b), options, flux=flux)
+    return finish_band(prep, band, (a, b), task.scale, task.luminance_only, flux=flux)
 
 
 def _write_rows(fd: int, task: BandTask, a: int, b: int, lin: np.ndarray) -> None:

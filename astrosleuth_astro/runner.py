@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .api import get_backend
+from .api import backend_for
 from .batch import (
     _GLOB_MAGIC,
     DEFAULT_NAME,
@@ -118,7 +118,7 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
         raise InputError("upscale: no input image")
 
     opts = cfg.options.upscale
-    net = get_backend(opts.model, **opts.backend_kwargs())
+    net = backend_for(opts)
     scale = opts.scale
     if out_file is not None:
         jobs = [Job(0, files[0].path, out_file)]

@@ -43,7 +43,7 @@ import numpy as np
 from astropy.io import fits
 
 from . import pipeline
-from .api import get_backend, upscaled_header
+from .api import backend_for, upscaled_header
 from .errors import AstroSleuthError, InputError, OptionError
 from .io import output_header, update_datarange
 from .pipeline import SCALES, UpscaleOptions
@@ -584,7 +584,7 @@ def upscale_current_image(
         )
         if hasattr(siril, "is_image_loaded") and not siril.is_image_loaded():
             raise InputError("no image is loaded in Siril; open an image (not a sequence) first")
-        net = get_backend(options.model, **options.backend_kwargs())
+        net = backend_for(options)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one log line
         raise _fail(siril, exc) from exc
 

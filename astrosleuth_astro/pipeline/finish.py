@@ -32,9 +32,8 @@ from ..resample import (
 )
 from .prepared import Prepared
 
-if TYPE_CHECKING:  # annotations only: protect and options sit beside this module
+if TYPE_CHECKING:  # annotations only
     from ..protect import StarProtector
-    from .options import UpscaleOptions
 
 #: Most input rows post-processed at a time (bounded memory for huge images).
 BAND_ROWS = 64
@@ -188,7 +187,8 @@ def finish_band(
     prep: Prepared,
     band: np.ndarray,
     rows: tuple[int, int],
-    options: UpscaleOptions,
+    scale: int,
+    luminance_only: bool = False,
     protector: StarProtector | None = None,
     flux: FluxKeeper | None = None,
     timings: dict[str, float] | None = None,
@@ -207,8 +207,10 @@ def finish_band(
         The network's native output for input rows ``[a, b)``, every column.
     rows : (int, int)
         ``(a, b)``.
-    options : UpscaleOptions
-        Its ``scale`` and ``luminance_only`` are read.
+    scale : int
+        The output scale.
+    luminance_only : bool
+        Keep the network's luminance and the input's chroma (:func:`to_linear`).
     protector : StarProtector, optional
         Prepared on the whole image (star protection).
     flux : FluxKeeper, optional
@@ -218,11 +220,11 @@ def finish_band(
     """
     a, b = rows
     with clock(timings, "inverse"):
-        lin = to_linear(prep, band, rows, luminance_only=options.luminance_only)
+        lin = to_linear(prep, band, rows, luminance_only=luminance_only)
     if protector is not None:
         with clock(timings, "stars"):
             protector.apply(lin, a, b)
     with clock(timings, "inverse"):
         if flux is not None:
             flux.apply(lin, a, b)
-        return finish_rows(prep, lin, rows, options.scale)
+        return finish_rows(prep, lin, rows, scale)

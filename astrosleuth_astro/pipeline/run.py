@@ -190,7 +190,7 @@ def upscale_array(
     for a in range(0, h, step):
         b = min(h, a + step)
         band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
-        rows = finish_band(prep, band, (a, b), options, protector, flux, timings)
+        rows = finish_band(prep, band, (a, b), scale, luminance_only, protector, flux, timings)
         with clock(timings, "write"):
             out[:, scale * a : scale * b, :] = rows
 
