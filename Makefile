@@ -1,6 +1,8 @@
 # astrosleuth-astro developer entry points.
 #   make demo   - create .venv, install pinned deps, upscale the shipped sample
-#   make test   - same install, then the whole test suite
+#   make test   - same install, then the fast suite (not marked slow)
+#   make test-slow - only the tests marked slow (CI runs it after make test)
+#   make test-all  - everything
 #   make lint   - ruff check + format check
 
 PYTHON ?= python3
@@ -9,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint format clean
+.PHONY: install demo test test-slow test-all lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -27,6 +29,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS)
 
 test-all: install
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)

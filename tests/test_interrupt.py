@@ -179,6 +179,7 @@ def _statuses(manifest: Path) -> dict[str, str]:
     return {Path(f["input"]).name: f["status"] for f in data["files"]}
 
 
+@pytest.mark.slow
 def test_batch_sigterm_then_resume(images, tmp_path):
     # a: instant, b: seconds (interrupted), c: never started.
     inputs = tmp_path / "in"

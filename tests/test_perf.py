@@ -318,6 +318,7 @@ def _walk_numbers(obj):
         yield obj
 
 
+@pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "--quick", "-o", str(out), "--models", "default"]

@@ -45,6 +45,7 @@ def smoke(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_smoke_loss_decreases_and_validates(smoke: Path) -> None:
     with open(smoke / "train_log.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -63,6 +64,7 @@ def test_smoke_loss_decreases_and_validates(smoke: Path) -> None:
     assert min(float(r["gain"]) for r in val if int(r["step"]) == 150) > 0.0
 
 
+@pytest.mark.slow
 def test_smoke_finishes_with_no_checkpoint_in_export(smoke: Path) -> None:
     assert (smoke / "last.pt").is_file()
     assert sorted(p.suffix for p in (smoke / "export").iterdir()) == [
@@ -73,6 +75,7 @@ def test_smoke_finishes_with_no_checkpoint_in_export(smoke: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_registry_entry_loads_and_both_backends_agree(smoke: Path, tmp_path: Path) -> None:
     import astrosleuth_astro as asa
     from astrosleuth_astro.models.download import sha256_file
@@ -106,6 +109,7 @@ def test_registry_entry_loads_and_both_backends_agree(smoke: Path, tmp_path: Pat
         del os.environ["ASTROSLEUTH_REGISTRY"]
 
 
+@pytest.mark.slow
 def test_export_only_rewrites_the_same_weights(smoke: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(smoke, run)
@@ -203,6 +207,7 @@ def test_each_architecture_trains_and_exports(tmp_path: Path, arch: str, model: 
     np.testing.assert_allclose(out_o, out_t, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_checkpoints_and_resume_is_exact(smoke: Path, tmp_path: Path, sig, code):
     """Ctrl-C or SIGTERM mid-run saves the finished step; --resume then ends exactly where
