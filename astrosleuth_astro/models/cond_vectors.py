@@ -35,7 +35,7 @@ import numpy as np
 
 from ..archs.next_options import COND_DIM, VECTOR_NAMES, cached_vectors_path, check_vectors
 from ..errors import ModelError
-from .http import LOCK_TIMEOUT_S, download_url
+from .http import cache_lock, download_url
 from .registry import ModelEntry
 
 __all__ = ["MAX_SOURCE_BYTES", "fetch_cond_vectors", "parse_vectors_source"]
@@ -193,41 +193,26 @@ def fetch_cond_vectors(entry: ModelEntry, *, force: bool = False) -> Path:
         No ``cond_vectors_url``; refused URL, network error, size cap or sha256 mismatch
         (see :func:`.download.download_url`); vectors not found in the file.
     """
-    from filelock import FileLock, Timeout
-
     url = entry.cond_vectors_url
     if not url:
         raise ModelError(f"{entry.name}: the registry lists no cond_vectors_url for this model")
     target = cached_vectors_path()
-    try:
-        lock_dir = target.parent / ".locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelError(
-            f"{target.parent}: cannot create the cache folder ({exc.strerror})"
-        ) from None
-    lock = FileLock(str(lock_dir / f"{target.name}.lock"), timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
-            if not force and target.is_file():
-                if _cached_ok(target):
-                    return target
-                log.warning("%s: cached NEXT vectors are unreadable; downloading again", target)
-            source = target.parent / f".{target.stem}.source"  # never imported
-            try:
-                download_url(
-                    url,
-                    source,
-                    sha256=entry.cond_vectors_sha256,
-                    force=True,
-                    max_bytes=MAX_SOURCE_BYTES,
-                )
-                vectors = parse_vectors_source(source.read_bytes(), url)
-            finally:
-                source.unlink(missing_ok=True)  # only the parsed vectors are kept
-            _save_atomic(target, vectors)
-    except Timeout:
-        raise ModelError(
-            f"{target}: timed out waiting for another download of the NEXT vectors"
-        ) from None
+    with cache_lock(target, "another download of the NEXT vectors"):
+        if not force and target.is_file():
+            if _cached_ok(target):
+                return target
+            log.warning("%s: cached NEXT vectors are unreadable; downloading again", target)
+        source = target.parent / f".{target.stem}.source"  # never imported
+        try:
+            download_url(
+                url,
+                source,
+                sha256=entry.cond_vectors_sha256,
+                force=True,
+                max_bytes=MAX_SOURCE_BYTES,
+            )
+            vectors = parse_vectors_source(source.read_bytes(), url)
+        finally:
+            source.unlink(missing_ok=True)  # only the parsed vectors are kept
+        _save_atomic(target, vectors)
     return target

@@ -22,15 +22,19 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
+
+from filelock import FileLock, Timeout
 
 from .._version import __version__
 from ..errors import ModelError
 
 __all__ = [
     "LOCK_TIMEOUT_S",
+    "cache_lock",
     "MAX_BYTES",
     "MAX_REDIRECTS",
     "check_url",
@@ -219,28 +223,48 @@ def download_url(
     ModelError
         Refused URL, HTTP/network error, too many redirects, size cap, sha256 mismatch.
     """
-    from filelock import FileLock, Timeout
-
     check_url(url)
     dest = Path(dest)
     sha256 = sha256.lower()
+    with cache_lock(dest, "another download of this file"):
+        if dest.is_file() and not force:
+            # Another process may have finished it while we waited for the lock.
+            if not sha256 or sha256_file(dest) == sha256:
+                return dest
+            log.warning("%s: cached file fails its sha256 check; downloading again", dest)
+        _fetch_to(url, dest, sha256, max_bytes, timeout, progress)
+    return dest
+
+
+@contextmanager
+def cache_lock(target: Path, holder: str) -> Iterator[None]:
+    """Hold the inter-process lock of one cache file (``<folder>/.locks/<name>.lock``).
+
+    Parameters
+    ----------
+    target : pathlib.Path
+        The cache file the lock guards; its folder is created.
+    holder : str
+        What another process holding the lock is doing, for the time-out message.
+
+    Raises
+    ------
+    ModelError
+        The folder cannot be created, or the lock was not free within ``LOCK_TIMEOUT_S``.
+    """
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        lock_dir = dest.parent / ".locks"
-        lock_dir.mkdir(exist_ok=True)
+        lock_dir = target.parent / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelError(
-            f"{dest.parent}: cannot create the cache folder ({exc.strerror})"
+            f"{target.parent}: cannot create the cache folder ({exc.strerror})"
         ) from None
-    lock = FileLock(str(lock_dir / f"{dest.name}.lock"), timeout=LOCK_TIMEOUT_S)
+    lock = FileLock(str(lock_dir / f"{target.name}.lock"), timeout=LOCK_TIMEOUT_S)
     try:
-        with lock:
-            if dest.is_file() and not force:
-                # Another process may have finished it while we waited for the lock.
-                if not sha256 or sha256_file(dest) == sha256:
-                    return dest
-                log.warning("%s: cached file fails its sha256 check; downloading again", dest)
-            _fetch_to(url, dest, sha256, max_bytes, timeout, progress)
+        lock.acquire()
     except Timeout:
-        raise ModelError(f"{dest}: timed out waiting for another download of this file") from None
-    return dest
+        raise ModelError(f"{target}: timed out waiting for {holder}") from None
+    try:
+        yield
+    finally:
+        lock.release()
