@@ -34,6 +34,7 @@ from ..sim import area_downsample, simulate
 from ..stretch import Stretch, fit_stretch
 from . import degradations as deg
 from .config import Config, SimConfig
+from .starmask import star_maps
 
 IMAGE_SUFFIXES = (
     ".fits",
@@ -355,8 +356,6 @@ class PairBank:
     def make_item(self, c: int) -> Pair:
         item = self._make_item(c)
         if self.want_stars:
-            from .starmask import star_maps
-
             item.stars = star_maps(
                 item.lr, item.hr, self.cfg.data.scale, self.cfg.losses.star_nsigma
             )

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..archs.compact import FOLD_RING, fold_upsampling
+from ..models.http import sha256_file
+
 
 def export_safetensors(
     model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
@@ -27,43 +30,6 @@ def export_safetensors(
     return path
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Export to ONNX with input ``"input"`` / output ``"output"`` and dynamic N, H, W.
-
-    Uses :func:`astrosleuth_astro.models.export.export_onnx` when the package has it (one
-    exporter for the whole project), else ``torch.onnx.export`` here.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().float()
-    try:
-        from ..models.export import export_onnx as core_export  # type: ignore[attr-defined]
-    except ImportError:
-        core_export = None
-    if core_export is not None:
-        core_export(model, path, opset=opset)
-        return path
-    x = torch.rand(1, 3, 32, 32)
-    tmp = path.with_name(path.name + ".tmp.onnx")
-    with torch.no_grad():
-        # The TorchScript exporter gives one self-contained file with plain dynamic axes.
-        torch.onnx.export(
-            model,
-            (x,),
-            str(tmp),
-            input_names=["input"],
-            output_names=["output"],
-            opset_version=opset,
-            dynamic_axes={
-                "input": {0: "batch", 2: "height", 3: "width"},
-                "output": {0: "batch", 2: "height4", 3: "width4"},
-            },
-            dynamo=False,
-        )
-    os.replace(tmp, path)
-    return path
-
-
 def check_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -77,8 +43,6 @@ def check_onnx(
     outermost 6 output pixels, the only place where the two forms differ.
     """
     import onnxruntime as ort
-
-    from ..archs.compact import FOLD_RING, fold_upsampling
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
@@ -147,17 +111,6 @@ def toml_dumps(tables: dict[str, dict]) -> str:
         out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None)
         out.append("")
     return "\n".join(out)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Lowercase hex sha256 of a file."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def registry_entry(

@@ -546,13 +546,8 @@ def export_run(
     """Write the EMA weights as ``.safetensors`` and ``.onnx``, check the ONNX file, and
     write ``<name>.train.toml`` (the resolved config) and ``<name>.registry.toml`` (a
     registry entry with sha256, config, data summary and validation results)."""
-    from .export import (
-        check_onnx,
-        export_onnx,
-        export_safetensors,
-        registry_entry,
-        toml_dumps,
-    )
+    from ..models.export import export_onnx
+    from .export import check_onnx, export_safetensors, registry_entry, toml_dumps
 
     out = Path(out_dir or Path(cfg.output.out_dir) / "export")
     name = cfg.output.export_name

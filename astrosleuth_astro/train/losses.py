@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from .starloss import forward_stretch, inverse_stretch
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _LOSSES: dict[str, Callable[..., LossFn]] = {}
 
@@ -92,8 +94,6 @@ def block_mean_term(
     Tensor
         Scalar, stretched-domain units per block and channel.
     """
-    from .starloss import forward_stretch, inverse_stretch
-
     mean_p = F.avg_pool2d(inverse_stretch(pred, vec, kind), block)
     with torch.no_grad():
         mean_t = F.avg_pool2d(inverse_stretch(target, vec, kind), block)

@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import perceptual as pc
 from .config import Config
 from .data import Batch, PairBank
+from .discriminator import build_discriminator, d_loss
 from .losses import LossFn, block_mean_term
+from .starloss import StarLoss
 
 #: Names of the logged terms, in CSV column order (``loss_<name>``).
 TERMS = ("pixel", "star_ring", "star_flux", "block_mean", "perceptual", "adv", "d")
@@ -46,16 +49,12 @@ class Objective:
         self.amp = cfg.train.amp == "bf16"
         self.star = None
         if lo.star > 0:
-            from .starloss import StarLoss
-
             self.star = StarLoss(
                 lo.star_ring, lo.star_flux_radius, lo.star_ring_weight, lo.star_flux_weight
             )
         self.perceptual = None  # a PerceptualLoss once set up
         self.disc = self.disc_opt = None
         if lo.adversarial > 0:
-            from .discriminator import build_discriminator
-
             self.disc = build_discriminator(cfg)
             self.disc_opt = torch.optim.AdamW(
                 self.disc.parameters(), lr=lo.disc_lr, betas=cfg.train.betas, weight_decay=0.0
@@ -86,8 +85,6 @@ class Objective:
         self, bank: PairBank, state: dict | None = None, log: Callable[[str], None] = print
     ) -> None:
         """Restore a checkpointed state, or make the perceptual net (load or pretrain)."""
-        from . import perceptual as pc
-
         lo = self.cfg.losses
         state = state or {}
         if self.disc is not None and "disc" in state:
@@ -177,8 +174,6 @@ class Objective:
         """One AdamW update of the discriminator on ``hr`` (real) and ``pred`` (fake)."""
         if not self.gan_on(step):
             return {}
-        from .discriminator import d_loss
-
         for q in self.disc.parameters():
             q.requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.amp):

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import Config
+from .config import Config, load_config
+from .data import PairBank, load_sources
 
 #: Stream id of the pretraining crops in ``default_rng([seed, STREAM, k])``.
 STREAM = 4
@@ -213,8 +214,6 @@ def pretrain_standalone(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Build the training bank of ``cfg``, pretrain a feature net and save it to ``out``."""
-    from .data import PairBank, load_sources
-
     train_src, _ = load_sources(cfg)
     net, hist = pretrain_feature_net(cfg, PairBank(cfg, train_src), steps=steps, log=log)
     path = save_feature_net(net, out)
@@ -224,8 +223,6 @@ def pretrain_standalone(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m astrosleuth_astro.train.perceptual CONFIG OUT [--steps N]``."""
-    from .config import load_config
-
     ap = argparse.ArgumentParser(
         prog="python -m astrosleuth_astro.train.perceptual",
         description="Pretrain the perceptual feature net on a training config's data.",
