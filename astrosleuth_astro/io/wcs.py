@@ -46,6 +46,27 @@ Pixel sizes
 ``IMAGEW``/``IMAGEH`` (astrometry.net) and ``NAXIS1``/``NAXIS2``
     Multiplied by ``s`` and rounded (the FITS writer sets ``NAXISn`` from the data anyway).
 
+Photometry
+----------
+The upscaled pixels keep the input's per-pixel level (surface brightness): binned back by
+``s`` the output gives the input, so a star's aperture sum in the output is ``s**2`` times
+its sum in the input. The calibration keywords follow, so that a magnitude or a physical
+flux computed from the header and an aperture sum is the same before and after:
+
+magnitude zero points (:data:`ZERO_POINT_KEYWORDS`: ``MAGZP``, ``MAGZPT``, ``ZP``, ...)
+    ``+ 5 log10(s)`` (``m = ZP - 2.5 log10(sum)``).
+flux per count (:data:`FLUX_PER_COUNT_KEYWORDS`: ``PHOTFLAM``, ``PHOTFNU``, ``NMGY``)
+    divided by ``s**2``. ``PHOTZPT`` (HST, used with ``PHOTFLAM``) is unchanged.
+counts of a reference source (:data:`COUNTS_PER_FLUX_KEYWORDS`: ``FLUXMAG0``)
+    multiplied by ``s**2``.
+unchanged, because a pixel value means what it meant
+    ``BUNIT`` and ``FLUXCONV`` (Spitzer: MJy/sr per DN/s, a surface brightness), ``SATURATE``
+    (the per-pixel level where the detector saturated), ``GAIN`` and ``RDNOISE`` (they
+    convert and describe the units of a pixel value, which are unchanged; the output pixels
+    are interpolated, so they are not independent Poisson samples), ``EXPTIME``.
+
+Each rescaled calibration keyword gets one ``HISTORY`` card with the old and new value.
+
 Removed: ``BITPIX``, ``BZERO``, ``BSCALE``, ``BLANK`` (the output is float32). Every other
 card is kept, in order, with its comment, COMMENT and HISTORY included. DATAMIN/DATAMAX are
 kept and recomputed by :func:`~astrosleuth_astro.io.fits.write_fits`; callers that do not
@@ -71,7 +92,15 @@ import string
 
 from astropy.io import fits
 
-__all__ = ["PIXEL_SIZE_KEYWORDS", "add_provenance", "ensure_equinox", "rescale_header"]
+__all__ = [
+    "COUNTS_PER_FLUX_KEYWORDS",
+    "FLUX_PER_COUNT_KEYWORDS",
+    "PIXEL_SIZE_KEYWORDS",
+    "ZERO_POINT_KEYWORDS",
+    "add_provenance",
+    "ensure_equinox",
+    "rescale_header",
+]
 
 #: Keywords in microns or arcsec per pixel: divided by the scale factor.
 PIXEL_SIZE_KEYWORDS = (
@@ -88,6 +117,25 @@ PIXEL_SIZE_KEYWORDS = (
     "SECPIX1",
     "SECPIX2",
 )
+#: Magnitude zero points (``m = ZP - 2.5 log10(counts)``): ``+ 5 log10(s)``. The names used
+#: by SExtractor/SWarp and survey pipelines (MAGZP, MAGZPT), IRAF and AstroImageJ (ZP, ZPT,
+#: MAGZERO, ZMAG, ZEROPT), ESO/VISTA (PHOTZP) and others.
+ZERO_POINT_KEYWORDS = (
+    "MAGZP",
+    "MAGZPT",
+    "MAGZERO",
+    "ZP",
+    "ZPT",
+    "ZPMAG",
+    "ZMAG",
+    "ZEROPT",
+    "ZEROPNT",
+    "PHOTZP",
+)
+#: Physical flux per count in one pixel (HST PHOTFLAM/PHOTFNU, SDSS NMGY): divided by s**2.
+FLUX_PER_COUNT_KEYWORDS = ("PHOTFLAM", "PHOTFNU", "NMGY")
+#: Counts of a reference source (LSST FLUXMAG0: counts of a magnitude-0 star): times s**2.
+COUNTS_PER_FLUX_KEYWORDS = ("FLUXMAG0",)
 #: Keywords holding an image size in pixels: multiplied by the scale factor and rounded.
 _SIZE_KEYWORDS = ("NAXIS1", "NAXIS2", "IMAGEW", "IMAGEH")
 #: Storage keywords that do not apply to float32 output.
@@ -233,6 +281,23 @@ def _rescale_sizes(header: fits.Header, s: float) -> None:
         _scale_card(header, key, 1.0 / s)
 
 
+def _rescale_photometry(header: fits.Header, s: float) -> None:
+    """Calibration keywords for aperture sums that grow by ``s**2`` (module docstring)."""
+    rules = [(k, "zp", 5.0 * math.log10(s)) for k in ZERO_POINT_KEYWORDS]
+    rules += [(k, "mul", 1.0 / (s * s)) for k in FLUX_PER_COUNT_KEYWORDS]
+    rules += [(k, "mul", s * s) for k in COUNTS_PER_FLUX_KEYWORDS]
+    for key, kind, amount in rules:
+        old = header.get(key)
+        if not _is_number(old) or not math.isfinite(old):
+            continue
+        new = old + amount if kind == "zp" else old * amount
+        header[key] = new
+        # One card (72 characters): the reason is in the README table "FITS in and out".
+        header.add_history(
+            f"astrosleuth-astro: {key} {old:.8g} -> {new:.8g} (aperture sums x{s * s:.6g})"
+        )
+
+
 def ensure_equinox(header: fits.Header) -> fits.Header:
     """Make ``EQUINOX`` explicit for RA/DEC descriptions, without changing their meaning.
 
@@ -337,6 +402,7 @@ def rescale_header(header: fits.Header, scale: float) -> fits.Header:
         _rescale_iraf_ltm(out, s)
         _rescale_dss(out, s)
         _rescale_sizes(out, s)
+        _rescale_photometry(out, s)
     ensure_equinox(out)
     return out
 
