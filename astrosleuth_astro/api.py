@@ -31,7 +31,7 @@ from .io import (
 )
 from .io.fits import format_bytes, open_fits_output, physical_memory
 from .io.formats import format_from_name as image_format
-from .pipeline import NATIVE_SCALE, UpscaleOptions, clock, upscale_array
+from .pipeline import NATIVE_SCALE, UpscaleOptions, clock, has_finite, upscale_array
 from .resample import upsample_nearest
 from .stretch import Stretch, fit_stretch
 
@@ -419,6 +419,8 @@ def upscale_image(
         options = UpscaleOptions(**option_kwargs)
     elif option_kwargs:
         options = options.replace(**option_kwargs)
+    if not has_finite(image.data):
+        raise InputError(f"{image.path}: no finite pixels")
     stretch = options.stretch
     if image.display_referred and stretch == "auto":
         stretch = "none"

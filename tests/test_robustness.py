@@ -339,11 +339,22 @@ def test_infinities_and_nan(capsys, tiny_fast_model, dirs):
     assert np.isfinite(out).sum() == out.size - 3 * 4
 
 
-def test_all_nan(capsys, tiny_fast_model, dirs):
+@pytest.mark.parametrize("shape", [(16, 16), (3, 16, 16)])
+def test_all_nan_is_refused(capsys, tiny_fast_model, dirs, shape):
+    # Nothing to upscale: a NaN image out would only look like a result (issue 24).
     src_dir, out_dir = dirs
-    src = write_fits(src_dir / "nan.fits", np.full((16, 16), np.nan, np.float32))
+    src = write_fits(src_dir / "nan.fits", np.full(shape, np.nan, np.float32))
+    code, err = upscale(capsys, src, out_dir / "o.fits", tiny_fast_model)
+    assert code == 2 and err.strip() == f"astrosleuth-astro: error: {src}: no finite pixels", err
+
+
+def test_one_finite_pixel_is_enough(capsys, tiny_fast_model, dirs):
+    src_dir, out_dir = dirs
+    data = np.full((16, 16), np.nan, np.float32)
+    data[7, 9] = 5.0
+    src = write_fits(src_dir / "one.fits", data)
     out = _upscaled(capsys, tiny_fast_model, src, out_dir / "o.fits")
-    assert out.shape == (32, 32) and np.isnan(out).all()  # blank in, blank out
+    assert out.shape == (32, 32) and np.isnan(out).sum() == 32 * 32 - 4
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (17, 1), (2, 3)])
@@ -561,12 +572,30 @@ def test_batch_empty_directory(capsys, tiny_fast_model, dirs):
     assert os.listdir(out_dir) == []
 
 
-def test_console_script_all_nan_is_quiet(tiny_fast_model, dirs):
-    """A valid run of the installed entry point prints nothing with --quiet (no warnings)."""
+def test_console_script_all_nan_is_one_line_exit_2(tiny_fast_model, dirs):
+    """The installed entry point: exit 2, one line naming the file, no output."""
     src_dir, out_dir = dirs
     src = write_fits(src_dir / "nan.fits", np.full((8, 8), np.nan, np.float32))
     out = out_dir / "o.fits"
     args = [EXE, "upscale", str(src), "-o", str(out), "--model", str(tiny_fast_model)]
     proc = subprocess.run([*args, "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"astrosleuth-astro: error: {src}: no finite pixels"
+    ]
+    assert os.listdir(out_dir) == []
+
+
+def test_console_script_mostly_nan_is_quiet(tiny_fast_model, dirs):
+    """A valid run of the installed entry point prints nothing with --quiet (no warnings)."""
+    src_dir, out_dir = dirs
+    data = np.full((8, 8), np.nan, np.float32)
+    data[2:4, 5] = [1.0, 2.0]
+    src = write_fits(src_dir / "nan.fits", data)
+    out = out_dir / "o.fits"
+    args = [EXE, "upscale", str(src), "-o", str(out), "--model", str(tiny_fast_model)]
+    proc = subprocess.run([*args, "--quiet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert np.isnan(fits.getdata(out)).all() and os.listdir(out_dir) == ["o.fits"]
+    assert np.isnan(fits.getdata(out)).sum() == 32 * 32 - 2 * 16 and os.listdir(out_dir) == [
+        "o.fits"
+    ]

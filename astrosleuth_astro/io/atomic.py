@@ -49,7 +49,8 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
     ------
     InputError
         If the directory does not exist or is not writable, if ``path`` is a directory,
-        or if it exists and ``overwrite`` is false.
+        if it exists and ``overwrite`` is false, or if it is a read-only file (replacing it
+        needs its write permission even with ``overwrite``).
     """
     out = Path(path)
     directory = out.parent
@@ -63,7 +64,24 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
         raise InputError(f"{out}: output directory {str(directory)!r} is not writable")
     if os.path.lexists(out) and not overwrite:
         raise InputError(f"{out}: exists (use --overwrite)")
+    if overwrite:
+        _check_replaceable(out)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a file its owner protected (``chmod a-w``), as ``rm`` asks first.
+
+    Replacing goes through a rename in the directory, which the file's own mode does not
+    stop; a read-only file is the user saying "keep this". Root passes ``os.access``
+    everywhere, so a file with no write bit at all is refused for root too.
+    """
+    try:
+        st = os.stat(out)  # follows a link: the file the user protected
+    except OSError:
+        return  # absent (or a dangling link): nothing to protect
+    if not os.access(out, os.W_OK) or not st.st_mode & 0o222:
+        raise InputError(f"{out}: is read-only; --overwrite does not replace it (chmod u+w first)")
 
 
 def check_not_same(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str]) -> None:
@@ -132,6 +150,7 @@ def _reserve_temp_name(out: Path) -> Path:
 def _commit(tmp: Path, out: Path, *, overwrite: bool) -> None:
     """Move the finished ``tmp`` onto ``out`` atomically."""
     if overwrite:
+        _check_replaceable(out)  # again: it may have been protected while we worked
         os.replace(tmp, out)
         return
     # No-clobber commit: link(2) fails if ``out`` appeared meanwhile (no race window).

@@ -46,7 +46,7 @@ from .finish import (
     to_linear,
 )
 from .options import BACKENDS, UpscaleOptions
-from .prepared import Prepared, RowSource, as_chw, prepare
+from .prepared import Prepared, RowSource, as_chw, has_finite, prepare
 from .run import STAGES, TIMED_STAGES, Net, PipelineResult, mono_net, upscale_array
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "RowSource",
     "UpscaleOptions",
     "as_chw",
+    "has_finite",
     "band_rows",
     "clock",
     "finish_band",

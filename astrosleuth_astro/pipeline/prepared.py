@@ -164,6 +164,18 @@ def _row_blocks(shape: tuple[int, ...]) -> Iterator[slice]:
         yield slice(r0, min(h, r0 + rows))
 
 
+def has_finite(data: np.ndarray) -> bool:
+    """Whether ``data`` (any shape, may be a ``np.memmap``) has at least one finite pixel.
+
+    Scans blocks of rows and stops at the first finite value, so a normal image costs one
+    block and an all-NaN one a single pass without a whole-image mask.
+    """
+    chw, _ = as_chw(data)
+    if chw.dtype.kind in "iub":
+        return chw.size > 0
+    return any(np.isfinite(np.asarray(chw[:, rows])).any() for rows in _row_blocks(chw.shape))
+
+
 def _channel_fill_lazy(chw: np.ndarray) -> np.ndarray:
     """:func:`_channel_fill` of the float32 image without whole-image masks (same values)."""
     fill = np.zeros(chw.shape[0], dtype=np.float32)
@@ -258,8 +270,16 @@ def prepare(data: np.ndarray, stretch: str | Stretch = "auto", lazy: bool = Fals
     Returns
     -------
     Prepared
+
+    Raises
+    ------
+    InputError
+        ``data`` has no finite pixel.
     """
     chw, was_2d = as_chw(data)
+    if not has_finite(chw):
+        # Nothing to upscale: a NaN image out would only look like a result.
+        raise InputError("no finite pixels")
     if lazy:
         return _prepare_lazy(chw, was_2d, stretch)
     n_ch, h, w = chw.shape
