@@ -354,12 +354,25 @@ def _disk_free(path: str | os.PathLike) -> int | None:
         return None
 
 
+def _file_bytes(dst: Path, out_shape: tuple) -> int | None:
+    """Size on disk of the output, where the format tells it before the pixels exist."""
+    fmt = image_format(dst)
+    n = int(np.prod(out_shape))
+    if fmt == "fits" and not dst.name.lower().endswith((".gz", ".fz")):
+        return 4 * n + 2 * 2880 * 4  # float32 data and a few header blocks
+    if fmt == "tiff":
+        return 4 * n  # float32 (integer TIFFs are smaller): an upper bound
+    return None  # compressed (PNG, JPEG, .gz, .fz): unknown until written
+
+
 def _check_room(dst: Path, in_shape: tuple, out_shape: tuple, scale: int, memmapped: bool) -> None:
     """Refuse, before any allocation, an output that cannot fit in memory or on disk.
 
     In memory the pipeline holds the native 4x network output and the output; a
     memory-mapped FITS output needs its size on the output's disk, plus a 4x scratch file
-    (in ``$ASTROSLEUTH_SCRATCH`` or the temp directory) for scales below 4.
+    (in ``$ASTROSLEUTH_SCRATCH`` or the temp directory) for scales below 4. An output
+    written from memory needs its file size on the output's disk, where the format tells
+    it in advance (FITS, TIFF): hours of work must not end in a full disk.
     """
     import tempfile
 
@@ -367,6 +380,7 @@ def _check_room(dst: Path, in_shape: tuple, out_shape: tuple, scale: int, memmap
     out_bytes = 4 * int(np.prod(out_shape))
     work_bytes = 4 * n * NATIVE_SCALE**2
     size = f"{out_shape[-1]}x{out_shape[-2]}"
+    checks: list[tuple[Path, int]] = []
     if not memmapped:
         need, have = out_bytes + work_bytes, physical_memory()
         if have is not None and need > have:
@@ -374,12 +388,15 @@ def _check_room(dst: Path, in_shape: tuple, out_shape: tuple, scale: int, memmap
                 f"{dst}: output of {size} would need {format_bytes(need)} of memory, more than "
                 f"this machine's {format_bytes(have)} (write a FITS output: it is memory-mapped)"
             )
-        return
-    checks = [(dst.parent, out_bytes)]
-    if scale != NATIVE_SCALE:
-        checks.append(
-            (Path(os.environ.get("ASTROSLEUTH_SCRATCH") or tempfile.gettempdir()), work_bytes)
-        )
+        file_bytes = _file_bytes(dst, out_shape)
+        if file_bytes is not None:
+            checks.append((dst.parent, file_bytes))
+    else:
+        checks.append((dst.parent, out_bytes))
+        if scale != NATIVE_SCALE:
+            checks.append(
+                (Path(os.environ.get("ASTROSLEUTH_SCRATCH") or tempfile.gettempdir()), work_bytes)
+            )
     for where, need in checks:
         have = _disk_free(where)
         if have is not None and need > have:

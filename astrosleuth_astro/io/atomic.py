@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,8 +213,38 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
         _fsync_path(tmp)
         _commit(tmp, out, overwrite=overwrite)
         _fsync_dir(out.parent)
-    except BaseException:
+    except BaseException as exc:
+        written = _size(tmp)
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # Not an internal error: the user's disk is full. Say where and how full.
+            free = _free(out.parent)
+            raise InputError(
+                f"{out}: no space left on the output's device ({exc.strerror}) after writing "
+                f"{_mib(written)}; {_mib(free)} free in {str(out.parent)!r}"
+            ) from None
         raise
+
+
+#: errno values that mean the output's file system is full (or the user's quota is).
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _mib(n: int | None) -> str:
+    return "? MiB" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _free(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
