@@ -43,11 +43,12 @@ import numpy as np
 
 from ._version import __version__
 from .errors import InputError
-from .metrics import METRIC_KEYS, PROFILE_RADII_FWHM, REFERENCE_KEYS, measure
+from .metrics import METRIC_KEYS, PROFILE_RADII_FWHM, REFERENCE_KEYS, bicubic, measure
 
 __all__ = ["BASELINES", "interpolation_net", "run_compare"]
 
-#: Interpolation baselines (Pillow resampling filters, run in the stretched domain).
+#: Interpolation baselines (run in the stretched domain): the package's bicubic
+#: (:func:`astrosleuth_astro.metrics.bicubic`) and Pillow's Lanczos-3.
 BASELINES = ("bicubic", "lanczos")
 #: Stars shown per method in the worst-star mosaic.
 WORST_N = 6
@@ -63,19 +64,22 @@ def interpolation_net(kind: str) -> Callable[[np.ndarray], np.ndarray]:
     Parameters
     ----------
     kind : {"bicubic", "lanczos"}
-        Pillow's bicubic (a = -0.5) or Lanczos-3 filter on float32 images, pixel centres
-        aligned like the networks (``align_corners=False``).
+        The package's bicubic (:func:`astrosleuth_astro.metrics.bicubic`, a = -0.75, the
+        bicubic of every "gain over bicubic", not clipped here) or Pillow's Lanczos-3
+        filter on float32 images, pixel centres aligned like the networks
+        (``align_corners=False``).
     """
     from PIL import Image
 
-    filters = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
-    if kind not in filters:
+    if kind not in BASELINES:
         raise InputError(
             f"--baselines: unknown baseline {kind!r} (choose from {', '.join(BASELINES)})"
         )
-    flt = filters[kind]
+    flt = Image.Resampling.LANCZOS
 
     def net(batch: np.ndarray) -> np.ndarray:
+        if kind == "bicubic":
+            return bicubic(batch, 4, clip=False)
         n, c, h, w = batch.shape
         out = np.empty((n, c, 4 * h, 4 * w), dtype=np.float32)
         for i in range(n):

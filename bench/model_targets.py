@@ -32,12 +32,16 @@ import sys
 import numpy as np
 
 import astrosleuth_astro as asa
-from astrosleuth_astro.metrics import compute_metrics, psnr
+from astrosleuth_astro.metrics import (
+    bicubic,
+    compute_metrics,
+    psnr,
+    scoring_stretch,
+    to_scoring_domain,
+)
 from astrosleuth_astro.sim import area_downsample, simulate
-from astrosleuth_astro.stretch import fit_stretch
 from astrosleuth_astro.train.config import load_config
 from astrosleuth_astro.train.data import load_image, sample_sim_kwargs
-from astrosleuth_astro.train.loop import bicubic
 
 SCALE = 4
 #: Seeds of the synthetic fields: disjoint from training (train.seed streams) and from the
@@ -47,11 +51,11 @@ SIM_SEED = 424_242
 
 def score(lr: np.ndarray, sr: np.ndarray, truth: np.ndarray) -> dict:
     """Stretched-domain PSNR of ``sr`` and of bicubic against ``truth``, all (C, H, W)."""
-    st = fit_stretch(lr, "mtf")
+    st = scoring_stretch(lr, "mtf")
     lr_s = st.forward(lr).astype(np.float32)
-    out = np.clip(st.forward(sr), 0.0, 1.0)
-    tgt = np.clip(st.forward(truth), 0.0, 1.0)
-    bic = np.stack([bicubic(c[None].repeat(3, 0), SCALE)[0] for c in lr_s])
+    out = to_scoring_domain(st, sr)
+    tgt = to_scoring_domain(st, truth)
+    bic = bicubic(lr_s, SCALE)
     a, b = psnr(out, tgt), psnr(bic, tgt)
     return {"psnr": a, "psnr_bicubic": b, "gain_db": a - b}
 

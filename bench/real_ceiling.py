@@ -38,11 +38,10 @@ import numpy as np
 from model_targets import SCALE, real_items  # same crops as the targets
 
 import astrosleuth_astro as asa
+from astrosleuth_astro.metrics import bicubic, psnr_from_mse, scoring_stretch, to_scoring_domain
 from astrosleuth_astro.sim import area_downsample
 from astrosleuth_astro.stars import star_mask
-from astrosleuth_astro.stretch import fit_stretch
 from astrosleuth_astro.train.config import load_config
-from astrosleuth_astro.train.loop import bicubic
 
 
 def lowpass_nyquist(img: np.ndarray, scale: int) -> np.ndarray:
@@ -100,10 +99,10 @@ def error_shares(out: np.ndarray, truth: np.ndarray, stars: np.ndarray, mse_ref:
 
 def ceiling(name: str, hr: np.ndarray, edge_fraction: float, models: list) -> dict:
     lr = area_downsample(hr, SCALE)
-    st = fit_stretch(lr, "mtf")
+    st = scoring_stretch(lr, "mtf")
     lr_s = st.forward(lr).astype(np.float32)
-    truth = np.clip(st.forward(hr), 0.0, 1.0)
-    bic = np.stack([bicubic(c[None].repeat(3, 0), SCALE)[0] for c in lr_s])
+    truth = to_scoring_domain(st, hr)
+    bic = bicubic(lr_s, SCALE)
     mse_bic = float(np.mean((bic.astype(np.float64) - truth) ** 2))
 
     lum = lr[0] if lr.shape[0] == 1 else lr.mean(axis=0)
@@ -125,7 +124,7 @@ def ceiling(name: str, hr: np.ndarray, edge_fraction: float, models: list) -> di
         h_pow += float(np.sum(high[outside] ** 2))
     row = {
         "image": name,
-        "psnr_bicubic": -10.0 * np.log10(mse_bic),
+        "psnr_bicubic": psnr_from_mse(mse_bic),
         "stars_fraction": float(stars.mean()),
         "edges_fraction": float(edges.mean()),
         "bicubic": error_shares(bic, truth, stars, mse_bic),
@@ -134,7 +133,7 @@ def ceiling(name: str, hr: np.ndarray, edge_fraction: float, models: list) -> di
     }
     inp = lr[0] if lr.shape[0] == 1 else lr
     for m in models:
-        out = np.clip(st.forward(asa.upscale(inp, model=m).reshape(hr.shape)), 0.0, 1.0)
+        out = to_scoring_domain(st, asa.upscale(inp, model=m).reshape(hr.shape))
         row[str(m)] = error_shares(out, truth, stars, mse_bic)
     return row
 

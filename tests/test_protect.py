@@ -12,7 +12,7 @@ from astrosleuth_astro.pipeline import upscale_array
 from astrosleuth_astro.resample import upsample_bilinear
 from astrosleuth_astro.stars import detect_stars, star_mask
 
-from .test_metrics import grid_field
+from .metrics.test_metrics import grid_field
 
 
 def ringing_net(amount: float = 0.3, sigma: float = 10.0):

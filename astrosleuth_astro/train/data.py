@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..metrics import scoring_stretch, to_scoring_domain
 from ..sim import area_downsample, simulate
-from ..stretch import Stretch, fit_stretch
+from ..stretch import Stretch
 from . import degradations as deg
 from .config import Config, SimConfig
 from .starmask import star_maps
@@ -237,11 +238,13 @@ def stretch_pair(
 ) -> tuple[np.ndarray, np.ndarray, Stretch]:
     """Fit the stretch on the LR image and apply it to both (as inference does).
 
-    Returns float32 ``(3, ...)`` arrays in [0, 1] (mono replicated) and the stretch.
+    Returns float32 ``(3, ...)`` arrays in [0, 1] (mono replicated) and the stretch: the
+    scoring stretch of :mod:`astrosleuth_astro.metrics`, so validation scores are in the
+    domain the benchmarks score in.
     """
-    st = fit_stretch(lr, kind if linear else "none")
+    st = scoring_stretch(lr, kind if linear else "none")
     lr_s = st.forward(lr)
-    hr_s = np.clip(st.forward(hr), 0.0, 1.0)
+    hr_s = to_scoring_domain(st, hr)
     return _to3(lr_s).astype(np.float32), _to3(hr_s).astype(np.float32), st
 
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..archs.compact import CompactSR
+from ..metrics import bicubic, ssim
 from ..metrics import psnr as psnr_np
 from .config import Config
 from .data import Pair, PairBank, load_sources, validation_set
@@ -143,16 +143,6 @@ def run_model(model: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(np.ascontiguousarray(lr))[None].float())[0].numpy()
 
 
-def bicubic(lr: np.ndarray, scale: int = 4) -> np.ndarray:
-    """Bicubic upsampling (``align_corners=False``), clipped to [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(lr))[None].float()
-    return (
-        F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)[0]
-        .clamp(0, 1)
-        .numpy()
-    )
-
-
 def evaluate(
     model: torch.nn.Module, pairs: list[Pair], scale: int = 4, star_metrics: bool = False
 ) -> list[dict]:
@@ -161,10 +151,8 @@ def evaluate(
     linear data: the pair's stretch inverted) of the model output against its LR input.
 
     Mono pairs are scored on the mean of the three output channels, as the pipeline
-    averages them.
+    averages them. PSNR, SSIM and bicubic are those of :mod:`astrosleuth_astro.metrics`.
     """
-    from skimage.metrics import structural_similarity
-
     rows = []
     for p in pairs:
         out = np.clip(run_model(model, p.lr), 0.0, 1.0)
@@ -173,12 +161,13 @@ def evaluate(
         if p.mono:
             out, bic, tgt = out.mean(0, keepdims=True), bic[:1], tgt[:1]
         a, b = psnr_np(out, tgt), psnr_np(bic, tgt)
-        ssim = float(
-            np.mean(
-                [structural_similarity(o, t, data_range=1.0) for o, t in zip(out, tgt, strict=True)]
-            )
-        )
-        row = {"image": p.name, "psnr": a, "psnr_bicubic": b, "gain": a - b, "ssim": ssim}
+        row = {
+            "image": p.name,
+            "psnr": a,
+            "psnr_bicubic": b,
+            "gain": a - b,
+            "ssim": ssim(out, tgt, 1.0),
+        }
         if star_metrics:
             row.update(_star_row(p, out, scale))
         rows.append(row)

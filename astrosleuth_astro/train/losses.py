@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from ..metrics import psnr as _psnr_np
+from ..metrics import psnr_from_mse
 from .starloss import forward_stretch, inverse_stretch
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -58,9 +60,14 @@ def build_loss(name: str, **options: float) -> LossFn:
 
 
 def psnr(pred: torch.Tensor | float, target: torch.Tensor | None = None) -> float:
-    """PSNR in dB for signals in [0, 1] (``pred`` may be a precomputed MSE)."""
-    mse = float(pred) if target is None else float(F.mse_loss(pred.double(), target.double()))
-    return float("inf") if mse <= 0 else -10.0 * float(torch.log10(torch.tensor(mse)))
+    """PSNR in dB for signals in [0, 1] (``pred`` may be a precomputed MSE).
+
+    :func:`astrosleuth_astro.metrics.psnr` (or :func:`~astrosleuth_astro.metrics.psnr_from_mse`)
+    on the tensors' values, in float64.
+    """
+    if target is None:
+        return psnr_from_mse(float(pred))
+    return _psnr_np(pred.detach().double().cpu().numpy(), target.detach().double().cpu().numpy())
 
 
 def block_mean_term(

@@ -59,40 +59,32 @@ nearest first, within ``max(1.5, FWHM)`` LR pixels.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 
-from .resample import upsample_nearest
-from .sim import area_downsample
-from .stars import (
-    ANNULUS_FWHM,
+from ..resample import upsample_nearest
+from ..stars import (
     APERTURE_FWHM,
-    DILATE_FWHM,
-    MAX_FWHM_FRACTION,
-    FlatSigmaClip,
     StarDetection,
-    _photometry,
     count_peaks,
     detect_stars,
     luminance,
-    smooth_psf,
     split_height,
 )
-from .stretch import background_stats, fit_stretch
+from .image import _as_float, reference_metrics
+from .photometry import _aperture_sum, _local_backgrounds
+from .profiles import PROFILE_RADII_FWHM, SHADOW_BKG_FWHM, radial_profile, shadow_depth
+from .sources import _grow_labels, _hallucinated, _match
 
 __all__ = [
     "METRIC_KEYS",
-    "REFERENCE_KEYS",
-    "PROFILE_RADII_FWHM",
+    "MIN_GEOMETRY_FWHM",
     "StarMetrics",
     "compute_metrics",
     "infer_scale",
     "measure",
-    "radial_profile",
 ]
 
 METRIC_KEYS = (
@@ -108,23 +100,9 @@ METRIC_KEYS = (
     "split_fraction",
     "background_noise_ratio",
 )
-REFERENCE_KEYS = ("psnr_linear", "psnr_stretched", "ssim_stretched")
-
-#: Radial profile bin width, in FWHM.
-PROFILE_BIN_FWHM = 0.25
-#: Where a shadow is looked for, in FWHM from the star's centre.
-SHADOW_ZONE_FWHM = (1.0, 4.0)
-#: Local background annulus of the shadow measurement, in FWHM (beyond the shadow zone).
-SHADOW_BKG_FWHM = (4.5, 6.5)
-#: Bin centres (in FWHM) of the stored radial profiles.
-PROFILE_RADII_FWHM = np.arange(0.0, SHADOW_BKG_FWHM[1], PROFILE_BIN_FWHM) + PROFILE_BIN_FWHM / 2
 #: Floor (LR pixels) of the FWHM that sets apertures, annuli, profiles and the match
 #: radius, for undersampled images.
 MIN_GEOMETRY_FWHM = 1.5
-#: A reference whose background sigma is below this fraction of the input's is noise-free.
-NOISE_FREE = 0.1
-#: Least number of pixels for a profile bin to count.
-MIN_BIN_PIXELS = 3
 
 
 def infer_scale(lr_shape: tuple[int, ...], sr_shape: tuple[int, ...]) -> int:
@@ -172,249 +150,6 @@ class StarMetrics:
     lr_detection: StarDetection
     sr_detection: StarDetection
     extra: dict = field(default_factory=dict)
-
-
-def _as_float(v) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def radial_profile(
-    img: np.ndarray,
-    x: float,
-    y: float,
-    fwhm: float,
-    mask: np.ndarray | None = None,
-    background: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Azimuthally averaged, background-subtracted radial profile around ``(x, y)``.
-
-    Parameters
-    ----------
-    img : ndarray, shape (H, W)
-        Image (data units per pixel).
-    x, y : float
-        Centre, 0-based pixels.
-    fwhm : float
-        The star's FWHM in the pixels of ``img``: bins are ``PROFILE_BIN_FWHM * fwhm``
-        wide and run to ``SHADOW_BKG_FWHM[1] * fwhm``.
-    mask : ndarray of bool, optional
-        Pixels to leave out (other stars).
-    background : float, optional
-        The local background to subtract; by default the sigma-clipped median of the
-        ``SHADOW_BKG_FWHM`` annulus.
-
-    Returns
-    -------
-    profile : ndarray
-        Mean of each bin minus the local background (NaN for bins with too few pixels),
-        at radii ``PROFILE_RADII_FWHM * fwhm``.
-    counts : ndarray of int
-        Pixels in each bin.
-    background : float
-        The background subtracted (NaN if the annulus is empty).
-    rms : float
-        MAD standard deviation in that annulus (NaN if empty).
-    """
-    h, w = img.shape
-    n_bins = PROFILE_RADII_FWHM.size
-    empty = (np.full(n_bins, np.nan), np.zeros(n_bins, dtype=int), np.nan, np.nan)
-    r_out = SHADOW_BKG_FWHM[1] * fwhm
-    x0, x1 = max(int(np.floor(x - r_out)), 0), min(int(np.ceil(x + r_out)) + 1, w)
-    y0, y1 = max(int(np.floor(y - r_out)), 0), min(int(np.ceil(y + r_out)) + 1, h)
-    if x0 >= x1 or y0 >= y1:
-        return empty
-    stamp = np.asarray(img[y0:y1, x0:x1], dtype=np.float64)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    r = np.hypot(xx - x, yy - y) / fwhm
-    good = np.isfinite(stamp)
-    if mask is not None:
-        good &= ~mask[y0:y1, x0:x1]
-    ring = good & (r >= SHADOW_BKG_FWHM[0]) & (r < SHADOW_BKG_FWHM[1])
-    if ring.sum() < 8:
-        return empty
-    _, bkg, rms = sigma_clipped_stats(stamp[ring], sigma=3.0, maxiters=10, stdfunc="mad_std")
-    if background is not None and np.isfinite(background):
-        bkg = float(background)
-    idx = np.floor(r / PROFILE_BIN_FWHM).astype(int)
-    sel = good & (idx < n_bins)
-    sums = np.bincount(idx[sel], weights=stamp[sel] - bkg, minlength=n_bins)[:n_bins]
-    cnt = np.bincount(idx[sel], minlength=n_bins)[:n_bins]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prof = np.where(cnt >= MIN_BIN_PIXELS, sums / cnt, np.nan)
-    return prof, cnt, float(bkg), float(rms)
-
-
-def shadow_depth(profile: np.ndarray, counts: np.ndarray, rms: float) -> float:
-    """Deepest deficit of a profile in the shadow zone, in units of ``rms`` (>= 0; NaN if
-    undefined).
-
-    The profile's bins are merged in pairs (``2 * PROFILE_BIN_FWHM`` = 0.5 FWHM wide) for
-    this: a ring is at least that wide, and the wider bins halve the noise floor of a
-    "most negative value" (about 0.1 sigma with white noise, 0.3 with the correlated noise
-    of an interpolated image, instead of twice that).
-    """
-    n = (profile.size // 2) * 2
-    p = np.where(np.isfinite(profile[:n]), profile[:n], 0.0)
-    c = np.where(np.isfinite(profile[:n]), counts[:n], 0)
-    sums = (p * c).reshape(-1, 2).sum(axis=1)
-    cnt = c.reshape(-1, 2).sum(axis=1)
-    centres = PROFILE_RADII_FWHM[:n].reshape(-1, 2).mean(axis=1)
-    zone = (
-        (centres >= SHADOW_ZONE_FWHM[0])
-        & (centres <= SHADOW_ZONE_FWHM[1])
-        & (cnt >= MIN_BIN_PIXELS)
-    )
-    if not zone.any() or not (np.isfinite(rms) and rms > 0):
-        return float("nan")
-    vals = sums[zone] / cnt[zone]
-    return float(max(0.0, -vals.min()) / rms)
-
-
-def _match(
-    xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, radius: float
-) -> np.ndarray:
-    """One-to-one nearest-first matching; ``out[i]`` = index in b matched to a[i], or -1."""
-    from scipy.spatial import cKDTree
-
-    out = np.full(len(xa), -1, dtype=int)
-    if len(xa) == 0 or len(xb) == 0:
-        return out
-    tree = cKDTree(np.column_stack([xb, yb]))
-    pairs = tree.query_ball_point(np.column_stack([xa, ya]), r=radius)
-    cand = [
-        (math.hypot(xa[i] - xb[j], ya[i] - yb[j]), i, j) for i, js in enumerate(pairs) for j in js
-    ]
-    used_b: set[int] = set()
-    for _, i, j in sorted(cand):
-        if out[i] < 0 and j not in used_b:
-            out[i] = j
-            used_b.add(j)
-    return out
-
-
-def _local_backgrounds(
-    lum_lr: np.ndarray,
-    lum_sr: np.ndarray,
-    det_lr: StarDetection,
-    xl: np.ndarray,
-    yl: np.ndarray,
-    fwhm: float,
-    s: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-star local background of LR and of SR (data units per pixel).
-
-    LR: the sigma-clipped median of the ``ANNULUS_FWHM`` annulus, other stars masked.
-    SR: that value plus the *mean* difference between SR binned to the LR grid and LR in
-    the same annulus pixels. Why not SR's own median: the median of sky plus faint
-    unresolved stars depends on the noise (a denoised or noise-free image has a lower one,
-    by 0.2 sigma in the simulator's fields), which would show up as a flux change of
-    tens of percent for faint stars. A mean difference is noise-independent and still
-    catches a real shift of the background by a network.
-    """
-    from photutils.aperture import ApertureStats, CircularAnnulus
-
-    bad = ~np.isfinite(lum_lr)
-    _, b_lr = _photometry(
-        np.where(bad, 0.0, lum_lr), det_lr.background, det_lr.segmentation, xl, yl, fwhm, bad
-    )
-    if len(xl) == 0:
-        return b_lr, b_lr
-    diff = area_downsample(lum_sr, s) - lum_lr
-    ann = CircularAnnulus(
-        np.column_stack([xl, yl]), r_in=ANNULUS_FWHM[0] * fwhm, r_out=ANNULUS_FWHM[1] * fwhm
-    )
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        st = ApertureStats(
-            np.where(np.isfinite(diff), diff, np.nan),
-            ann,
-            mask=(det_lr.segmentation > 0) | ~np.isfinite(diff),
-            sigma_clip=FlatSigmaClip(sigma=5.0, maxiters=5),
-        )
-        delta = np.atleast_1d(np.asarray(st.mean, dtype=np.float64))
-    delta = np.where(np.isfinite(delta), delta, 0.0)
-    return b_lr, b_lr + delta
-
-
-def _aperture_sum(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, r: float, bkg) -> np.ndarray:
-    """Exact-overlap circular aperture sums of ``img - bkg`` (``bkg`` per star)."""
-    from photutils.aperture import ApertureStats, CircularAperture
-
-    if len(xs) == 0:
-        return np.zeros(0)
-    ap = CircularAperture(np.column_stack([xs, ys]), r=r)
-    st = ApertureStats(np.nan_to_num(img, nan=0.0), ap, local_bkg=np.asarray(bkg, dtype=float))
-    return np.atleast_1d(np.asarray(st.sum, dtype=np.float64))
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio of ``a`` against ``b``, in dB, over their finite pixels.
-
-    The one PSNR of the package (metrics, ``bench``, the trainer's validation and the
-    benchmarks use it). ``peak`` is in the images' units (1.0 for stretched data).
-    Returns inf for identical images and nan when no pixel is finite in both.
-    """
-    ok = np.isfinite(a) & np.isfinite(b)
-    mse = float(np.mean((a[ok].astype(np.float64) - b[ok]) ** 2)) if ok.any() else float("nan")
-    if not np.isfinite(mse):
-        return float("nan")
-    if mse == 0:
-        return float("inf")
-    return 10.0 * math.log10(peak * peak / mse)
-
-
-def reference_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray | None = None) -> dict:
-    """``psnr_linear``, ``psnr_stretched`` and ``ssim_stretched`` of SR against HR.
-
-    Parameters
-    ----------
-    sr, hr : ndarray, shape (H, W) or (C, H, W)
-        Same shape, linear data in the same units.
-    lr : ndarray, optional
-        The input. Only used when HR is noise-free (a simulator's truth): an
-        autostretch fitted on a noise-free background clips at the background itself and
-        turns any noise into full-scale errors, so the stretch is then fitted on LR
-        instead, as the pipeline and the trainer fit theirs.
-
-    Notes
-    -----
-    One stretch (:func:`~.stretch.fit_stretch`, ``"auto"``) is fitted on HR and applied
-    to both images; HR counts as noise-free when its background sigma is below
-    ``NOISE_FREE`` times that of LR.
-    """
-    from skimage.metrics import structural_similarity
-
-    sr = np.asarray(sr, dtype=np.float32)
-    hr = np.asarray(hr, dtype=np.float32)
-    if sr.shape != hr.shape:
-        raise ValueError(f"reference: shape {hr.shape} differs from the output's {sr.shape}")
-    sr3 = sr if sr.ndim == 3 else sr[np.newaxis]
-    hr3 = hr if hr.ndim == 3 else hr[np.newaxis]
-    finite = hr3[np.isfinite(hr3)]
-    peak = float(finite.max() - finite.min()) if finite.size else float("nan")
-    st = fit_stretch(hr3, "auto")
-    if lr is not None:
-        _, sig_hr = background_stats(hr3)
-        _, sig_lr = background_stats(lr)
-        if np.nanmedian(sig_hr) < NOISE_FREE * np.nanmedian(sig_lr):
-            st = fit_stretch(lr, "auto")
-    s_sr = st.forward(np.nan_to_num(sr3, nan=0.0))
-    s_hr = st.forward(np.nan_to_num(hr3, nan=0.0))
-    ssim = float(
-        np.mean(
-            [structural_similarity(s_sr[c], s_hr[c], data_range=1.0) for c in range(s_sr.shape[0])]
-        )
-    )
-    return {
-        "psnr_linear": _as_float(psnr(sr3, hr3, peak)),
-        "psnr_stretched": _as_float(psnr(s_sr, s_hr, 1.0)),
-        "ssim_stretched": _as_float(ssim),
-    }
 
 
 def measure(
@@ -602,66 +337,6 @@ def measure(
     return StarMetrics(
         summary=summary, stars=stars, scale=s, lr_detection=det_lr, sr_detection=det_sr
     )
-
-
-def _grow_labels(segm: np.ndarray, pixels: int) -> np.ndarray:
-    """Labels dilated by ``pixels`` (grey dilation: where footprints meet, the larger label
-    wins; only used to tell "this star" from "another star")."""
-    from scipy import ndimage
-
-    size = 2 * pixels + 1
-    yy, xx = np.mgrid[-pixels : pixels + 1, -pixels : pixels + 1]
-    disk = (xx * xx + yy * yy) <= pixels * pixels
-    grown = ndimage.grey_dilation(segm, footprint=disk, mode="constant", cval=0)
-    return np.where(segm > 0, segm, grown) if size > 1 else segm
-
-
-def _hallucinated(
-    det_lr: StarDetection,
-    det_sr: StarDetection,
-    lum_sr: np.ndarray,
-    s: int,
-    match: np.ndarray,
-    used: np.ndarray,
-) -> int:
-    """Count SR sources that are unmatched, away from LR stars, and above the LR threshold."""
-    from scipy import ndimage
-
-    cat_s = det_sr.catalog
-    if len(cat_s) == 0:
-        return 0
-    matched_sr = set(int(j) for j in match if j >= 0)
-    h, w = det_lr.shape
-    # Every LR star's footprint (used or not) dilated by DILATE_FWHM FWHM: SR sources there
-    # are pieces of that star (splits), not new stars.
-    near = ndimage.distance_transform_edt(det_lr.segmentation == 0) <= DILATE_FWHM * det_lr.fwhm
-    binned = area_downsample(lum_sr, s)
-    smooth = smooth_psf(binned - det_lr.background, det_lr.fwhm)
-    thr = det_lr.threshold_sigma * det_lr.rms
-    # As LR detection: connected pixels above the threshold, at least n_pixels of them.
-    comp, _ = ndimage.label(smooth >= thr, structure=np.ones((3, 3)))
-    sizes = np.bincount(comp.ravel())
-    npix = max(5, int(round(np.pi / 4.0 * det_lr.fwhm**2)))
-    big = sizes >= npix
-    big[0] = False
-    count = 0
-
-    broad = MAX_FWHM_FRACTION * det_lr.fwhm * s
-    for j, row in enumerate(cat_s):
-        if j in matched_sr:
-            continue
-        # Nebula knots and galaxies are not stars in LR either (detect_stars drops them).
-        if np.isfinite(row["fwhm"]) and row["fwhm"] > broad and not row["saturated"]:
-            continue
-        x = (float(row["x"]) + 0.5) / s - 0.5
-        y = (float(row["y"]) + 0.5) / s - 0.5
-        ix, iy = int(round(x)), int(round(y))
-        if not (0 <= ix < w and 0 <= iy < h) or near[iy, ix]:
-            continue
-        y0, y1, x0, x1 = max(iy - 1, 0), min(iy + 2, h), max(ix - 1, 0), min(ix + 2, w)
-        if np.any(big[comp[y0:y1, x0:x1]]):
-            count += 1
-    return count
 
 
 def _nanmedian(a: np.ndarray) -> float | None:
