@@ -3,7 +3,7 @@
 :func:`run_batch` expands and names the inputs (:mod:`astrosleuth_astro.batch`), loads the
 model once, and hands the jobs to one runner: this process or local worker processes
 (:func:`astrosleuth_astro.batch.run_local`), a banded run of one image, or a Dask cluster
-(:mod:`astrosleuth_astro.distributed`). Every runner calls the same per-image job code, and
+(:mod:`astrosleuth_astro.batch.cluster`, :mod:`astrosleuth_astro.batch.bands`). Every runner calls the same per-image job code, and
 the manifest is kept here, in one place. The CLI enters through :func:`run_from_args`.
 """
 
@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import distributed
 from .api import backend_for
-from .batch import (
-    _GLOB_MAGIC,
+from .batch.bands import auto_bands, process_banded
+from .batch.cluster import DaskRunner, InlineRunner, PoolRunner, cluster_threads, connect, run_jobs
+from .batch.inputs import GLOB_MAGIC, expand_inputs
+from .batch.jobs import (
     DEFAULT_NAME,
     DONE,
     FAILED,
@@ -29,19 +30,13 @@ from .batch import (
     Job,
     JobOptions,
     JobResult,
-    Manifest,
     ModelSpec,
-    _cores,
     exit_code,
-    expand_inputs,
-    inference_threads,
-    make_pool,
-    plan_jobs,
-    run_local,
-    set_inference_threads,
-    stop_pool,
-    worker_backend,
 )
+from .batch.local import make_pool, run_local, stop_pool
+from .batch.manifest import Manifest
+from .batch.outputs import plan_jobs
+from .batch.worker import cores, inference_threads, set_inference_threads, worker_backend
 from .errors import InputError
 from .pipeline import UpscaleOptions
 
@@ -87,7 +82,7 @@ def _is_collection(spec: str) -> bool:
     return (
         p.is_dir()
         or p.suffix.lower() == ".seq"
-        or (not p.exists() and bool(_GLOB_MAGIC.search(spec)))
+        or (not p.exists() and bool(GLOB_MAGIC.search(spec)))
     )
 
 
@@ -188,7 +183,7 @@ def _prepare_dirs(jobs: Sequence[Job], out_dir: Path | None) -> None:
 def _dispatch(cfg: BatchConfig, jobs: list[Job], net: Any, on_result) -> None:
     def banded(runner: Any, spec: ModelSpec, n_bands: int) -> None:
         for job in jobs:
-            res = distributed.process_banded(
+            res = process_banded(
                 job, spec, cfg.options, runner, n_bands, net, auto=cfg.bands is None
             )
             on_result(res)
@@ -196,29 +191,29 @@ def _dispatch(cfg: BatchConfig, jobs: list[Job], net: Any, on_result) -> None:
     if cfg.scheduler:
         # Dask workers run one inference thread per task unless $ASTROSLEUTH_THREADS says more.
         spec = _model_spec(cfg, net, 1)
-        with distributed.connect(cfg.scheduler) as client:
-            parallel = distributed.cluster_threads(client)
-            n_bands = distributed.auto_bands(cfg.bands, len(jobs), parallel)
+        with connect(cfg.scheduler) as client:
+            parallel = cluster_threads(client)
+            n_bands = auto_bands(cfg.bands, len(jobs), parallel)
             if n_bands > 1:
-                banded(distributed.DaskRunner(client), spec, n_bands)
+                banded(DaskRunner(client), spec, n_bands)
             else:
-                distributed.run_jobs(client, jobs, spec, cfg.options, on_result=on_result)
+                run_jobs(client, jobs, spec, cfg.options, on_result=on_result)
         return
 
-    threads = inference_threads(max(1, _cores() // cfg.jobs) if cfg.jobs > 1 else None)
+    threads = inference_threads(max(1, cores() // cfg.jobs) if cfg.jobs > 1 else None)
     spec = _model_spec(cfg, net, threads)
     if cfg.jobs == 1 and threads is not None:
         set_inference_threads(net, threads)
     worker_backend(spec, net)  # this process reuses the model it already loaded
-    n_bands = distributed.auto_bands(cfg.bands, len(jobs), cfg.jobs)
+    n_bands = auto_bands(cfg.bands, len(jobs), cfg.jobs)
     if n_bands <= 1:
         run_local(jobs, spec, cfg.options, workers=min(cfg.jobs, len(jobs)), on_result=on_result)
     elif cfg.jobs == 1:
-        banded(distributed.InlineRunner(), spec, n_bands)
+        banded(InlineRunner(), spec, n_bands)
     else:
         pool = make_pool(spec, cfg.jobs)
         try:
-            banded(distributed.PoolRunner(pool), spec, n_bands)
+            banded(PoolRunner(pool), spec, n_bands)
         except BaseException:
             stop_pool(pool)
             raise

@@ -38,7 +38,6 @@ LAYERS = {
     "batch": 6,
     "sim": 6,
     "metrics": 7,
-    "distributed": 7,
     "compare": 8,
     "bench": 8,
     "demo": 8,
@@ -202,7 +201,7 @@ CORE = [
     "astrosleuth_astro.pipeline",
     "astrosleuth_astro.api",
 ]
-OUTER = ["cli", "siril", "train", "batch", "distributed", "compare", "runner"]
+OUTER = ["cli", "siril", "train", "batch", "compare", "runner"]
 
 
 def test_core_imports_no_outer_layer_and_no_torch():

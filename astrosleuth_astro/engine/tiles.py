@@ -259,7 +259,7 @@ def plan_axis(length: int, tile: int, pad: int, scale: int, feather: int) -> _Ax
     -------
     _Axis
         Tile starts, the cuts between tiles' kept cores, and the blend band; its ``n`` and
-        ``kept(i)`` tell a banded run (:mod:`astrosleuth_astro.distributed`) which tile
+        ``kept(i)`` tell a banded run (:mod:`astrosleuth_astro.batch.bands`) which tile
         rows its output rows come from.
     """
     n = -(-length // tile)

@@ -49,7 +49,7 @@ def band_rows(width: int) -> int:
 
     :data:`BAND_ROWS` halved until the band holds at most :data:`BAND_PIXELS` input
     pixels (at least 1 row). It always divides :data:`BAND_ROWS`, so cuts at multiples of
-    :data:`BAND_ROWS` (:func:`astrosleuth_astro.distributed.plan_bands`) fall on band
+    :data:`BAND_ROWS` (:func:`astrosleuth_astro.batch.bands.plan_bands`) fall on band
     boundaries.
     """
     rows = BAND_ROWS

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrosleuth_astro import batch, distributed
+from astrosleuth_astro import batch
+from astrosleuth_astro.batch import cluster as batch_cluster
 from astrosleuth_astro.cli import main
 
-from .conftest import write_sim_fits
+from ..conftest import write_sim_fits
 
 dd = pytest.importorskip("distributed")
 
@@ -91,7 +92,9 @@ def test_cluster_batch_equals_local_run(
     assert [Path(f["input"]).name for f in man["files"]] == [f"frame{i}.fits" for i in range(5)]
     assert all(f["error"] is None and f["seconds"] > 0 for f in man["files"])
     # The model was loaded once per worker process, not once per file.
-    loads = client.run(lambda: __import__("astrosleuth_astro.batch").batch.LOADS)
+    loads = client.run(
+        lambda: __import__("astrosleuth_astro.batch.worker", fromlist=["LOADS"]).LOADS
+    )
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
 
     # The environment variable works as --scheduler; everything is then skipped.
@@ -181,7 +184,7 @@ def test_banded_large_image_equals_local(capsys, client, cluster, tiny_fast_mode
 def test_unreachable_scheduler_is_a_usage_error(
     capsys, tiny_fast_model, frames, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(batch_cluster, "CONNECT_TIMEOUT", 1)
     code, _, err = run_cli(
         capsys, "upscale", frames, "-o", tmp_path, "--model", tiny_fast_model,
         "--scheduler", "tcp://127.0.0.1:9",

@@ -11,10 +11,11 @@ from astropy.io import fits
 
 from astrosleuth_astro import batch
 from astrosleuth_astro.batch import expand_inputs, plan_jobs, read_seq
+from astrosleuth_astro.batch import local as batch_local
 from astrosleuth_astro.cli import main
 from astrosleuth_astro.errors import InputError
 
-from .conftest import write_sim_fits
+from ..conftest import write_sim_fits
 
 
 def run_cli(capsys, *argv):
@@ -258,7 +259,8 @@ def test_interrupted_batch_leaves_a_manifest(
             raise KeyboardInterrupt
         return real(job, model, options)
 
-    monkeypatch.setattr(batch, "process_job", interrupt_on_third)
+    # run_local calls the name in batch.local: patch it where it is looked up
+    monkeypatch.setattr(batch_local, "process_job", interrupt_on_third)
     out = tmp_path / "out"
     out.mkdir()
     code, _, _ = run_cli(capsys, "upscale", frames, "-o", out, "--model", tiny_fast_model)
@@ -271,7 +273,7 @@ def test_interrupted_batch_leaves_a_manifest(
         "pending": 2,
     }
     assert leftovers(out) == []
-    monkeypatch.setattr(batch, "process_job", real)
+    monkeypatch.setattr(batch_local, "process_job", real)
     code, _, _ = run_cli(capsys, "upscale", frames, "-o", out, "--model", tiny_fast_model)
     assert code == 0
     assert (
