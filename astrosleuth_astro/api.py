@@ -164,7 +164,7 @@ def upscale(
         only with ``protect_stars``).
     protect_stars : bool
         Repair dark rings, flux and split cores inside the stars' dilated footprints;
-        pixels outside them are unchanged (:mod:`astrosleuth_astro.protect`).
+        pixels outside them are unchanged (:mod:`astrosleuth_astro.stars.protect`).
     protect_strength : float
         0 to 1, the strength of the star protection.
     conserve_flux : {False, True, "off", "sources", "all"}

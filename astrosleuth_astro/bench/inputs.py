@@ -26,12 +26,12 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def _mp(shape: tuple[int, ...]) -> float:
+def megapixels(shape: tuple[int, ...]) -> float:
     """Input megapixels of an image shape ``(..., H, W)``."""
     return shape[-2] * shape[-1] / 1e6
 
 
-def _side(mp: float) -> tuple[int, int]:
+def side_length(mp: float) -> tuple[int, int]:
     """``(H, W)`` of a square-ish image of ``mp`` megapixels (multiples of 8)."""
     side = max(16, int(round(math.sqrt(mp * 1e6) / 8)) * 8)
     return side, side
@@ -42,7 +42,7 @@ def synthetic_fits(path: Path, mp: float, seed: int = 0) -> Path:
     from ..io.fits import write_fits
     from ..sim import simulate
 
-    sim = simulate(_side(mp), scale=1, channels=1, wcs=False, seed=seed)
+    sim = simulate(side_length(mp), scale=1, channels=1, wcs=False, seed=seed)
     write_fits(path, sim.lr[0], sim.header_lr, overwrite=True)
     return path
 
@@ -82,7 +82,7 @@ def _onnx_for(model: str, module, workdir: Path) -> Path | None:
         return None
 
 
-def _module_or_name(model: str):
+def module_or_name(model: str):
     return _load_module(model) if model == UPSTREAM_FAST else model
 
 

@@ -10,10 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-from .inputs import _module_or_name, _mp, _side, synthetic_fits
+from .inputs import megapixels, module_or_name, side_length, synthetic_fits
 
 
-def _rss_child(src: str, dst: str, model: str, precision: str) -> None:
+def rss_child(src: str, dst: str, model: str, precision: str) -> None:
     """Run in a fresh process: upscale ``src`` into a memory-mapped FITS ``dst``, print JSON."""
     import resource
 
@@ -34,7 +34,7 @@ def _rss_child(src: str, dst: str, model: str, precision: str) -> None:
     from ..api import get_backend, upscale_image
     from ..io import read_image
 
-    net = get_backend(_module_or_name(model), precision=precision)
+    net = get_backend(module_or_name(model), precision=precision)
     t0 = time.perf_counter()
     upscale_image(read_image(src, memmap=True), dst, net, overwrite=True, memmap_threshold=0)
     seconds = time.perf_counter() - t0
@@ -59,7 +59,7 @@ def _rss_child(src: str, dst: str, model: str, precision: str) -> None:
     )
 
 
-def _measure_rss(model: str, precision: str, sizes: list[float], workdir: Path) -> list[dict]:
+def measure_rss(model: str, precision: str, sizes: list[float], workdir: Path) -> list[dict]:
     rows = []
     for mp in sizes:
         src = synthetic_fits(workdir / f"rss_{mp:g}.fits", mp, seed=1)
@@ -70,11 +70,11 @@ def _measure_rss(model: str, precision: str, sizes: list[float], workdir: Path) 
         if proc.returncode != 0:
             raise RuntimeError(f"bench: peak-RSS run at {mp} MP failed: {proc.stderr.strip()}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        shape = _side(mp)
+        shape = side_length(mp)
         rows.append(
             {
-                "input_mp": round(_mp(shape), 3),
-                "output_mp": round(16 * _mp(shape), 2),
+                "input_mp": round(megapixels(shape), 3),
+                "output_mp": round(16 * megapixels(shape), 2),
                 "peak_rss_anon_mb": round(res["peak_anon_bytes"] / 2**20, 1),
                 "ru_maxrss_mb": round(res["ru_maxrss_bytes"] / 2**20, 1),
                 "seconds": round(res["seconds"], 2),

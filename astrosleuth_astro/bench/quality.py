@@ -11,7 +11,7 @@ from ..metrics import psnr
 from .inputs import PSNR_SEEDS
 
 
-def _bf16_psnr(module, size: int, protect_stars: bool) -> dict[str, float]:
+def bf16_psnr(module, size: int, protect_stars: bool) -> dict[str, float]:
     """PSNR against the truth of fp32 and bf16 outputs of the same simulated field."""
     from ..engine.backends import TorchBackend
     from ..pipeline import upscale_array

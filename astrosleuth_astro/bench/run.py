@@ -22,14 +22,14 @@ from .inputs import (
     UPSTREAM_FAST,
     _load_module,
     _median,
-    _mp,
     _named,
     _onnx_for,
+    megapixels,
     read_shape,
     synthetic_fits,
 )
-from .memory import _measure_rss
-from .quality import _bf16_psnr
+from .memory import measure_rss
+from .quality import bf16_psnr
 from .report import markdown
 from .timing import (
     _Config,
@@ -154,7 +154,7 @@ def run_bench(
             say(f"rep {rep + 1}/{repeats} fp32 GEMM: {gemm[-1]:.0f} GFLOP/s")
         result["gemm_gflops"] = round(_median(gemm), 1)
         for cfg in configs:
-            mp_total = sum(_mp(read_shape(p)) for p in srcs[cfg.model])
+            mp_total = sum(megapixels(read_shape(p)) for p in srcs[cfg.model])
             pipe = _median(cfg.pipeline_s)
             bare = _median(cfg.bare_s)
             naive_s = _median(naive[cfg.model][2])
@@ -207,7 +207,7 @@ def run_bench(
             _time_pipeline(first, star_src, work / "out_stars.fits", True)
             result["protect_stars_run"] = {
                 "config": first.key,
-                "input_mp": round(_mp(read_shape(star_src)), 3),
+                "input_mp": round(megapixels(read_shape(star_src)), 3),
                 "seconds": round(first.pipeline_s[0], 3),
                 "split_s": {k: round(v, 3) for k, v in first.splits[0].items()},
             }
@@ -215,7 +215,7 @@ def run_bench(
             # Random weights (fast-upstream) have no meaningful PSNR against a truth.
             say("bf16 vs fp32 PSNR")
             result["bf16_psnr"] = {
-                m: _bf16_psnr(_load_module(m), psnr_size, protect_stars)
+                m: bf16_psnr(_load_module(m), psnr_size, protect_stars)
                 for m, _ in models
                 if m != UPSTREAM_FAST
             }
@@ -223,7 +223,7 @@ def run_bench(
             result["bf16_psnr"] = None
         if rss_sizes:
             say(f"peak RSS at {', '.join(f'{s:g}' for s in rss_sizes)} MP")
-            rows = _measure_rss(first_model, "auto", list(rss_sizes), work)
+            rows = measure_rss(first_model, "auto", list(rss_sizes), work)
             result["rss"] = {"model": first_model, "rows": rows}
             if len(rows) >= 2:
                 a, b = rows[-2]["peak_rss_anon_mb"], rows[-1]["peak_rss_anon_mb"]

@@ -43,7 +43,7 @@ SCORING_STRETCH = "mtf"
 BICUBIC_A = -0.75
 
 
-def _as_float(v) -> float | None:
+def as_float(v) -> float | None:
     if v is None:
         return None
     v = float(v)
@@ -204,7 +204,7 @@ def reference_metrics(sr: np.ndarray, hr: np.ndarray, lr: np.ndarray | None = No
     s_sr = st.forward(np.nan_to_num(sr3, nan=0.0))
     s_hr = st.forward(np.nan_to_num(hr3, nan=0.0))
     return {
-        "psnr_linear": _as_float(psnr(sr3, hr3, peak)),
-        "psnr_stretched": _as_float(psnr(s_sr, s_hr, 1.0)),
-        "ssim_stretched": _as_float(ssim(s_sr, s_hr, 1.0)),
+        "psnr_linear": as_float(psnr(sr3, hr3, peak)),
+        "psnr_stretched": as_float(psnr(s_sr, s_hr, 1.0)),
+        "ssim_stretched": as_float(ssim(s_sr, s_hr, 1.0)),
     }

@@ -14,7 +14,7 @@ where undefined):
     background: the sigma-clipped median of the LR annulus (:data:`~.stars.ANNULUS_FWHM`,
     other stars masked) for LR; that plus the mean SR - LR difference in the annulus
     (SR binned to LR) for SR, so that the denoising of a network does not bias faint
-    stars' fluxes (see :func:`_local_backgrounds`).
+    stars' fluxes (see :func:`local_backgrounds`).
 ``fwhm_ratio_median``
     SR FWHM / scale over LR FWHM (pixel-integrated Gaussian fits), matched unsaturated
     stars.
@@ -73,10 +73,10 @@ from ..stars import (
     luminance,
     split_height,
 )
-from .image import _as_float, reference_metrics
-from .photometry import _aperture_sum, _local_backgrounds
+from .image import as_float, reference_metrics
+from .photometry import aperture_sum, local_backgrounds
 from .profiles import PROFILE_RADII_FWHM, SHADOW_BKG_FWHM, radial_profile, shadow_depth
-from .sources import _grow_labels, _hallucinated, _match
+from .sources import grow_labels, hallucinated, match_nearest
 
 __all__ = [
     "METRIC_KEYS",
@@ -209,7 +209,7 @@ def measure(
     xs_sr, ys_sr = np.asarray(cat_s["x"], dtype=float), np.asarray(cat_s["y"], dtype=float)
     xs_m, ys_m = (xs_sr + 0.5) / s - 0.5, (ys_sr + 0.5) / s - 0.5
     radius = max(1.5, f_geo)
-    match = _match(xl, yl, xs_m, ys_m, radius)
+    match = match_nearest(xl, yl, xs_m, ys_m, radius)
     matched = match >= 0
     n = len(cat_l)
 
@@ -222,9 +222,9 @@ def measure(
     )
 
     # Photometry with one geometry (LR FWHM) in both images.
-    b_lr, b_sr = _local_backgrounds(lum_lr, lum_sr, det_lr, xl, yl, f_geo, s)
-    flux_l = _aperture_sum(lum_lr, xl, yl, APERTURE_FWHM * f_geo, b_lr)
-    flux_s = _aperture_sum(lum_sr, x_sr, y_sr, APERTURE_FWHM * f_geo * s, b_sr) / (s * s)
+    b_lr, b_sr = local_backgrounds(lum_lr, lum_sr, det_lr, xl, yl, f_geo, s)
+    flux_l = aperture_sum(lum_lr, xl, yl, APERTURE_FWHM * f_geo, b_lr)
+    flux_s = aperture_sum(lum_sr, x_sr, y_sr, APERTURE_FWHM * f_geo * s, b_sr) / (s * s)
     with np.errstate(invalid="ignore", divide="ignore"):
         flux_ratio = np.where(matched & (flux_l > 0), flux_s / flux_l, np.nan)
         fwhm_sr = (
@@ -242,7 +242,7 @@ def measure(
     from scipy import ndimage
 
     segm_l = det_lr.segmentation
-    grown = _grow_labels(segm_l, max(1, int(round(f_geo))))
+    grown = grow_labels(segm_l, max(1, int(round(f_geo))))
     slices = ndimage.find_objects(segm_l)
     prof_sr = np.full((n, PROFILE_RADII_FWHM.size), np.nan)
     prof_lr = np.full((n, PROFILE_RADII_FWHM.size), np.nan)
@@ -290,7 +290,7 @@ def measure(
 
     # Hallucinations: unmatched SR sources outside every dilated LR footprint that are above
     # the LR detection threshold on SR binned back to the LR grid.
-    n_hall = _hallucinated(det_lr, det_sr, lum_sr, s, match if n else np.zeros(0, int), used)
+    n_hall = hallucinated(det_lr, det_sr, lum_sr, s, match if n else np.zeros(0, int), used)
 
     good = matched & ~sat
     summary = {
@@ -303,8 +303,8 @@ def measure(
         "shadow_depth_sigma_p90": _nanpercentile(shadow, 90),
         "n_hallucinated": int(n_hall),
         "n_missed": int(np.sum(~matched)),
-        "split_fraction": _as_float(split.sum() / single.sum()) if single.any() else None,
-        "background_noise_ratio": _as_float(
+        "split_fraction": as_float(split.sum() / single.sum()) if single.any() else None,
+        "background_noise_ratio": as_float(
             float(np.median(det_sr.rms)) / float(np.median(det_lr.rms))
         ),
     }
@@ -342,19 +342,19 @@ def measure(
 def _nanmedian(a: np.ndarray) -> float | None:
     a = np.asarray(a, dtype=float)
     a = a[np.isfinite(a)]
-    return _as_float(np.median(a)) if a.size else None
+    return as_float(np.median(a)) if a.size else None
 
 
 def _nanmad(a: np.ndarray) -> float | None:
     a = np.asarray(a, dtype=float)
     a = a[np.isfinite(a)]
-    return _as_float(np.median(np.abs(a - np.median(a)))) if a.size else None
+    return as_float(np.median(np.abs(a - np.median(a)))) if a.size else None
 
 
 def _nanpercentile(a: np.ndarray, q: float) -> float | None:
     a = np.asarray(a, dtype=float)
     a = a[np.isfinite(a)]
-    return _as_float(np.percentile(a, q)) if a.size else None
+    return as_float(np.percentile(a, q)) if a.size else None
 
 
 def compute_metrics(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..sim import area_downsample
-from ..stars import ANNULUS_FWHM, FlatSigmaClip, StarDetection, _photometry
+from ..stars.background import FlatSigmaClip
+from ..stars.detect import ANNULUS_FWHM, StarDetection, local_photometry
 
 
-def _local_backgrounds(
+def local_backgrounds(
     lum_lr: np.ndarray,
     lum_sr: np.ndarray,
     det_lr: StarDetection,
@@ -31,7 +32,7 @@ def _local_backgrounds(
     from photutils.aperture import ApertureStats, CircularAnnulus
 
     bad = ~np.isfinite(lum_lr)
-    _, b_lr = _photometry(
+    _, b_lr = local_photometry(
         np.where(bad, 0.0, lum_lr), det_lr.background, det_lr.segmentation, xl, yl, fwhm, bad
     )
     if len(xl) == 0:
@@ -55,7 +56,7 @@ def _local_backgrounds(
     return b_lr, b_lr + delta
 
 
-def _aperture_sum(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, r: float, bkg) -> np.ndarray:
+def aperture_sum(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, r: float, bkg) -> np.ndarray:
     """Exact-overlap circular aperture sums of ``img - bkg`` (``bkg`` per star)."""
     from photutils.aperture import ApertureStats, CircularAperture
 

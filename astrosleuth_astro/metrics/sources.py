@@ -9,10 +9,11 @@ import math
 import numpy as np
 
 from ..sim import area_downsample
-from ..stars import DILATE_FWHM, MAX_FWHM_FRACTION, StarDetection, smooth_psf
+from ..stars.background import smooth_psf
+from ..stars.detect import DILATE_FWHM, MAX_FWHM_FRACTION, StarDetection
 
 
-def _match(
+def match_nearest(
     xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, radius: float
 ) -> np.ndarray:
     """One-to-one nearest-first matching; ``out[i]`` = index in b matched to a[i], or -1."""
@@ -34,7 +35,7 @@ def _match(
     return out
 
 
-def _grow_labels(segm: np.ndarray, pixels: int) -> np.ndarray:
+def grow_labels(segm: np.ndarray, pixels: int) -> np.ndarray:
     """Labels dilated by ``pixels`` (grey dilation: where footprints meet, the larger label
     wins; only used to tell "this star" from "another star")."""
     from scipy import ndimage
@@ -46,7 +47,7 @@ def _grow_labels(segm: np.ndarray, pixels: int) -> np.ndarray:
     return np.where(segm > 0, segm, grown) if size > 1 else segm
 
 
-def _hallucinated(
+def hallucinated(
     det_lr: StarDetection,
     det_sr: StarDetection,
     lum_sr: np.ndarray,

@@ -16,7 +16,7 @@
    mean over each input-pixel footprint (up to the image border), so the clipped part of
    the flux is conserved without the network ever having to represent it.
 6. Optionally (``protect_stars``), stars are repaired inside their footprints on the
-   native 4x grid (:mod:`astrosleuth_astro.protect`): stars are detected once on the whole
+   native 4x grid (:mod:`astrosleuth_astro.stars.protect`): stars are detected once on the whole
    linear input, and pixels outside the dilated footprints are not touched.
 7. Optionally (``conserve_flux``), input pixels get their flux back: the 4x4 output
    pixels of every pixel that holds a source (or of every pixel) are corrected to average

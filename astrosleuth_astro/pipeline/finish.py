@@ -33,7 +33,7 @@ from ..resample import (
 from .prepared import Prepared
 
 if TYPE_CHECKING:  # annotations only
-    from ..protect import StarProtector
+    from ..stars.protect import StarProtector
 
 #: Most input rows post-processed at a time (bounded memory for huge images).
 BAND_ROWS = 64

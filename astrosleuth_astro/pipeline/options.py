@@ -74,7 +74,7 @@ class UpscaleOptions:
         Colour only: network luminance, chroma upsampled from the input.
     protect_stars : bool
         Repair dark rings, flux and split cores inside star footprints
-        (:mod:`astrosleuth_astro.protect`).
+        (:mod:`astrosleuth_astro.stars.protect`).
     protect_strength : float
         0 to 1, the strength of the star protection.
     conserve_flux : {"off", "sources", "all"}

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..engine.backends import repeat_mean
 from ..engine.tiles import upscale_tiled
-from ..protect import StarProtector
 from ..resample import NATIVE_SCALE
+from ..stars.protect import StarProtector
 from ..stretch import Stretch
 from .finish import FluxKeeper, band_rows, clock, finish_band, to_linear
 from .options import UpscaleOptions

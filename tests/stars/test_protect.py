@@ -12,7 +12,7 @@ from astrosleuth_astro.pipeline import upscale_array
 from astrosleuth_astro.resample import upsample_bilinear
 from astrosleuth_astro.stars import detect_stars, star_mask
 
-from .metrics.test_metrics import grid_field
+from ..metrics.test_metrics import grid_field
 
 
 def ringing_net(amount: float = 0.3, sigma: float = 10.0):
@@ -128,7 +128,7 @@ def test_api_and_cli_plumbing(tiny_fast_model, tmp_path):
     import astrosleuth_astro as asa
     from astrosleuth_astro.cli import main
 
-    from .conftest import write_sim_fits
+    from ..conftest import write_sim_fits
 
     src = write_sim_fits(tmp_path / "in.fits", shape=(40, 40))
     data = fits.getdata(src).astype(np.float32)

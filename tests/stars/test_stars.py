@@ -128,7 +128,7 @@ def test_stars_cli_round_trip(tmp_path, sim, capsys):
 @pytest.mark.parametrize(("centre", "sigma"), [(4.2, 0.8), (3.7, 2.1), (5.0, 0.35)])
 def test_gaussian_fit_jacobian_matches_finite_differences(centre, sigma):
     """The star fits use analytic derivatives of the pixel-integrated Gaussian."""
-    from astrosleuth_astro.stars import _pixel_gauss_1d, _pixel_gauss_1d_derivs
+    from astrosleuth_astro.stars.psf_fit import _pixel_gauss_1d, _pixel_gauss_1d_derivs
 
     c = np.arange(9.0)
     value, d_centre, d_logsig = _pixel_gauss_1d_derivs(c, centre, sigma)
@@ -151,7 +151,7 @@ def test_batched_gaussian_fits_match_one_by_one_least_squares():
     least_squares finds for each stamp alone, and flags what cannot be fitted."""
     from scipy.optimize import least_squares
 
-    from astrosleuth_astro.stars import _pixel_gauss_1d, fit_gaussians
+    from astrosleuth_astro.stars.psf_fit import _pixel_gauss_1d, fit_gaussians
 
     rng = np.random.default_rng(5)
     n, size = 40, 11
@@ -191,7 +191,7 @@ def test_batched_gaussian_fits_match_one_by_one_least_squares():
 def test_batched_gaussian_fits_survive_degenerate_stamps():
     """Degenerate stamps (empty, negative, constant) do not stop the batch: a negative
     one is a failed fit (NaN) and the star beside them is fitted as alone."""
-    from astrosleuth_astro.stars import _pixel_gauss_1d, fit_gaussians
+    from astrosleuth_astro.stars.psf_fit import _pixel_gauss_1d, fit_gaussians
 
     size = 9
     c = np.arange(size, dtype=np.float64)
@@ -286,7 +286,8 @@ def test_deblending_only_multi_peak_segments_gives_the_same_segmentation():
 
     from photutils.segmentation import deblend_sources, detect_sources
 
-    from astrosleuth_astro.stars import _deblend_candidates, smooth_psf
+    from astrosleuth_astro.stars.background import smooth_psf
+    from astrosleuth_astro.stars.peaks import _deblend_candidates
 
     rng = np.random.default_rng(3)
     shape = (160, 200)
@@ -308,7 +309,7 @@ def test_deblending_only_multi_peak_segments_gives_the_same_segmentation():
 def test_flat_sigma_clip_matches_astropy_sigma_clip_on_2d_cutouts():
     from astropy.stats import SigmaClip
 
-    from astrosleuth_astro.stars import FlatSigmaClip
+    from astrosleuth_astro.stars.background import FlatSigmaClip
 
     rng = np.random.default_rng(11)
     for trial in range(30):

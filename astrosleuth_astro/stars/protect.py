@@ -54,17 +54,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import OptionError
-from .resample import upsample_bilinear, upsample_nearest
-from .stars import (
-    DILATE_FWHM,
-    StarDetection,
-    _photometry,
-    count_peaks,
-    detect_stars,
-    native_weights,
-    split_height,
-)
+from ..errors import OptionError
+from ..resample import upsample_bilinear, upsample_nearest
+from .detect import DILATE_FWHM, StarDetection, detect_stars, local_photometry
+from .masks import native_weights
+from .peaks import count_peaks, split_height
 
 __all__ = ["StarProtector"]
 
@@ -166,7 +160,7 @@ class StarProtector:
             return
         bad = np.zeros(self.segm.shape, dtype=bool)
         for c in range(self.linear.shape[0]):
-            _, local = _photometry(
+            _, local = local_photometry(
                 np.asarray(self.linear[c], dtype=np.float64),
                 self.det.background,
                 self.segm,
