@@ -64,7 +64,7 @@ def get_backend(
     ``model`` may already be a backend (anything callable with a ``model_name``), which is
     returned unchanged: build it once and pass it to many calls. ``precision`` is one of
     ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` (see
-    :func:`~astrosleuth_astro.engine.backends.resolve_precision`).
+    :func:`~astrosleuth_astro.engine.precision.resolve_precision`).
     """
     if callable(model) and hasattr(model, "model_name"):
         return model

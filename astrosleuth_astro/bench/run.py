@@ -87,7 +87,8 @@ def run_bench(
     """
     import torch
 
-    from ..engine.backends import TorchBackend, cpu_supports_bf16, make_backend
+    from ..engine.backends import TorchBackend, make_backend
+    from ..engine.precision import cpu_supports_bf16
 
     say = log or (lambda m: None)
     out = Path(out_dir)
@@ -265,7 +266,7 @@ def _version() -> str:
 def _machine() -> dict:
     import torch
 
-    from ..engine.backends import cpu_supports_bf16
+    from ..engine.precision import cpu_supports_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -1,5 +1,7 @@
 """Inference backends: one small interface over torch and onnxruntime.
 
+The precision rules live in :mod:`.precision`, the tile plan in :mod:`.plan`.
+
 A :class:`Backend` is called with a float32 numpy batch ``(N, 3, h, w)`` in [0, 1] and returns
 ``(N, 3, 4h, 4w)`` float32. :func:`make_backend` picks torch or onnxruntime for a model name or
 file. torch is never imported at module import time, so the ONNX path works without it.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,222 +20,29 @@ from ..archs import arch_of
 from ..errors import InputError, ModelError
 from ..models.loader import ModelInfo, OnnxModel, check_batch, load
 from ..models.registry import DEFAULT_MODEL, DEFAULT_TILE, ModelEntry, get_entry
-from .tiles import DEFAULT_BATCH_SIZE, DEFAULT_PAD
+from .plan import Tiling, module_receptive_field, onnx_receptive_field, plan_tiling
+from .precision import PRECISIONS, resolve_precision
 
 if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
     "BACKENDS",
-    "BF16_VALIDATED_ARCHS",
     "DEVICES",
-    "PRECISIONS",
     "Backend",
     "OnnxBackend",
-    "Tiling",
     "TorchBackend",
-    "cpu_supports_bf16",
     "make_backend",
-    "plan_tiling",
-    "resolve_precision",
+    "repeat_mean",
 ]
+
 
 #: Accepted ``backend`` values.
 BACKENDS = ("auto", "torch", "onnx")
+
+
 #: Accepted ``device`` values (``cuda:<index>`` is accepted too).
 DEVICES = ("cpu", "cuda", "mps")
-#: Accepted ``precision`` values.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: Architectures whose reduced-precision output was measured to stay within 0.05 dB PSNR
-#: of fp32 (``astrosleuth-astro bench``, docs/performance.md): ``precision="auto"`` only
-#: leaves fp32 for these. RRDB and NEXT were not measured (their weights are downloads).
-BF16_VALIDATED_ARCHS = frozenset({"fast"})
-#: Tile core (LR px) on CPU for the FAST architecture. Measured on 2 cores (default model,
-#: fp32 channels_last, one 1024x1024 input, network only): 256-px tiles 2.56 s, 128-px
-#: 2.54 s, 512-px 2.96 s. Bigger tiles save context pad but their 4x activations
-#: (16 channels at 4x the tile) fall out of the caches; 256 keeps the pad cost at ~28 %.
-CPU_FAST_TILE = 256
-#: The same for onnxruntime, whose CPU kernels run larger tiles faster (grey form, per tile
-#: core pixel, median of 3 interleaved runs, 2 cores): default model 13.5 / 14.6 / 13.7
-#: MP/min at 256 / 512 / 768 px, upstream-size FAST 1.84 / 2.14 / 2.30; torch on the same
-#: upstream FAST 2.07 / 1.80 / 1.89, so torch keeps 256.
-CPU_FAST_TILE_ONNX = 512
-
-_CPUINFO = "/proc/cpuinfo"
-
-
-def _cpu_flags() -> set[str]:
-    """CPU feature flags from ``/proc/cpuinfo`` (empty where it does not exist)."""
-    try:
-        with open(_CPUINFO, encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-_BF16_SUPPORT: bool | None = None
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX).
-
-    Both the CPU flags (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``) and torch's
-    own oneDNN check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``, when this torch has
-    it) must agree: without hardware support oneDNN emulates bf16, slower than fp32.
-    Decided once per process.
-
-    Returns
-    -------
-    bool
-        False when torch is not installed.
-    """
-    global _BF16_SUPPORT
-    if _BF16_SUPPORT is None:
-        ok = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
-        try:
-            import torch
-
-            check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-            if ok and check is not None:
-                ok = bool(check())
-        except (ImportError, AttributeError, RuntimeError):
-            ok = False
-        _BF16_SUPPORT = ok
-    return _BF16_SUPPORT
-
-
-def resolve_precision(precision: str, backend: str, device: str, arch: str = "unknown") -> str:
-    """The concrete precision a backend runs at.
-
-    Parameters
-    ----------
-    precision : {"auto", "fp32", "bf16", "fp16"}
-        What was asked for.
-    backend : {"torch", "onnx"}
-        The backend that runs the model.
-    device : str
-        ``"cpu"``, ``"cuda"``/``"cuda:<i>"`` or ``"mps"``.
-    arch : str
-        Model architecture (``"fast"``, ``"rrdb"``, ``"next"``, ...).
-
-    Returns
-    -------
-    str
-        ``"fp32"``, ``"bf16"`` or ``"fp16"``. ``"auto"`` gives bf16 on a CPU that supports
-        it (:func:`cpu_supports_bf16`) and fp16 on CUDA, but only for architectures in
-        :data:`BF16_VALIDATED_ARCHS`; fp32 everywhere else (onnxruntime, MPS, RRDB, NEXT).
-
-    Raises
-    ------
-    InputError
-        An unknown precision, or one the backend/device cannot run (fp16 on CPU, bf16 on a
-        CPU without AVX512-BF16/AMX or a GPU without bf16, anything but fp32 on
-        onnxruntime or MPS).
-    """
-    if precision not in PRECISIONS:
-        raise InputError(
-            f"precision {precision!r}: unknown; expected one of {', '.join(PRECISIONS)}"
-        )
-    cuda = device.startswith("cuda")
-    if backend != "torch" or device == "mps":
-        where = "onnxruntime" if backend != "torch" else "device mps"
-        if precision in ("auto", "fp32"):
-            return "fp32"
-        raise InputError(f"precision {precision}: not supported by {where} (use fp32 or auto)")
-    if precision == "auto":
-        if arch not in BF16_VALIDATED_ARCHS:
-            return "fp32"
-        if cuda:
-            return "fp16"
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    if precision == "fp16" and not cuda:
-        raise InputError("precision fp16: only on CUDA; on CPU use bf16 or fp32")
-    if precision == "bf16":
-        if cuda:
-            import torch
-
-            if not torch.cuda.is_bf16_supported():
-                raise InputError("precision bf16: this GPU does not support bf16 (use fp16)")
-        elif not cpu_supports_bf16():
-            raise InputError("precision bf16: this CPU has neither AVX512-BF16 nor AMX (use fp32)")
-    return precision
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """Tile geometry chosen for a backend (all in LR input pixels).
-
-    Attributes
-    ----------
-    tile : int
-        Largest tile core.
-    pad : int
-        Context on each side of a tile.
-    batch_size : int
-        Tiles per network call.
-    """
-
-    tile: int
-    pad: int
-    batch_size: int
-
-
-def plan_tiling(
-    arch: str,
-    receptive_field: int | None,
-    device: str,
-    default_tile: int = 256,
-    backend: str = "torch",
-) -> Tiling:
-    """Tile size, context pad and batch size for an architecture on a device.
-
-    Parameters
-    ----------
-    arch : str
-        Model architecture.
-    receptive_field : int or None
-        Theoretical receptive-field radius in LR pixels, when known (FAST: the number of
-        3x3 convolutions, see :func:`fast_receptive_field`).
-    device : str
-        Compute device.
-    default_tile : int
-        The registry's recommended tile (used where nothing was measured).
-    backend : {"torch", "onnx"}
-        The backend that runs the tiles.
-
-    Returns
-    -------
-    Tiling
-        ``pad = min(DEFAULT_PAD, rf + ceil(rf / 8))`` when the receptive field is known,
-        so that the pixels next to the blend band (``feather = pad // 8``) see the whole
-        receptive field up to :data:`~astrosleuth_astro.engine.tiles.DEFAULT_PAD`
-        (measured enough for the 35-px upstream FAST); else ``DEFAULT_PAD``. FAST on a
-        CPU gets :data:`CPU_FAST_TILE` cores (:data:`CPU_FAST_TILE_ONNX` on
-        onnxruntime) one per call (batching large tiles gains nothing on a CPU and
-        multiplies the activation memory); elsewhere the registry tile with the default
-        batch.
-    """
-
-    pad = DEFAULT_PAD
-    if receptive_field is not None and receptive_field > 0:
-        pad = min(DEFAULT_PAD, receptive_field + -(-receptive_field // 8))
-    if arch == "fast" and device == "cpu":
-        return Tiling(CPU_FAST_TILE_ONNX if backend == "onnx" else CPU_FAST_TILE, pad, 1)
-    return Tiling(int(default_tile), pad, DEFAULT_BATCH_SIZE)
-
-
-def fast_receptive_field(n_convs: int) -> int:
-    """Receptive-field radius in LR pixels of a FAST network with ``n_convs`` 3x3 convs.
-
-    The first conv and the body convs reach 1 LR px each; the two bilinear x2 stages and
-    the two convs after them reach 0.5 + 0.5 + 0.25 + 0.25 = 1.5 LR px together, which is
-    below the 2 px the two up convs are counted for here. So the radius is at most
-    ``n_convs`` (first + body + 2 up convs).
-    """
-    return int(n_convs)
 
 
 def repeat_mean(net: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
@@ -385,7 +193,7 @@ class TorchBackend(Backend):
         self.precision = resolve_precision(precision, "torch", device, self.arch)
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.model = model.eval().to(self._device).to(memory_format=torch.channels_last)
-        self._rf = _module_receptive_field(self.model, self.arch)
+        self._rf = module_receptive_field(self.model, self.arch)
         # FAST runs with its bilinear upsamplings folded into low-resolution convs: the
         # same output inside every tile's cropped context, without the interpolations.
         from ..archs.compact import FoldedCompactSR, fold_upsampling
@@ -462,38 +270,6 @@ def _fast_mixed_forward(model: nn.Module, x: Any, device_type: str, dtype: Any) 
     return out.float() + model.base(x)
 
 
-def _module_receptive_field(model: nn.Module, arch: str) -> int | None:
-    """FAST: the number of 3x3 convolutions (see :func:`fast_receptive_field`)."""
-    if arch != "fast":
-        return None
-    from torch import nn
-
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs or any(tuple(m.kernel_size) != (3, 3) for m in convs):
-        return None
-    return fast_receptive_field(len(convs))
-
-
-def _onnx_receptive_field(path: Path, arch: str) -> int | None:
-    """FAST ONNX exports: the number of 3x3 ``Conv`` nodes (None if unknown)."""
-    if arch != "fast":
-        return None
-    try:
-        import onnx
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # noqa: BLE001 - optional: onnx missing or unreadable -> unknown
-        return None
-    n = 0
-    for node in graph.node:
-        if node.op_type == "Conv":
-            shape = [a.ints for a in node.attribute if a.name == "kernel_shape"]
-            if shape and list(shape[0]) != [3, 3]:
-                return None
-            n += 1
-    return fast_receptive_field(n) if n else None
-
-
 class OnnxBackend(Backend):
     """Run an ONNX model with onnxruntime (graph optimisations on).
 
@@ -512,7 +288,7 @@ class OnnxBackend(Backend):
         self.device = model.device
         self.provenance = model.provenance
         self.precision = resolve_precision(precision, "onnx", self.device, self.arch)
-        self._rf = _onnx_receptive_field(self.provenance.path, self.arch)
+        self._rf = onnx_receptive_field(self.provenance.path, self.arch)
         self._mono: Callable[[np.ndarray], np.ndarray] | bool | None = None  # see mono()
 
     @property

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..conserve import resolve_mode
-from ..engine.backends import PRECISIONS
+from ..engine.backends import BACKENDS
+from ..engine.precision import PRECISIONS
 from ..engine.tiles import DEFAULT_BATCH_SIZE
 from ..errors import OptionError
 from ..resample import SCALES
@@ -25,8 +26,6 @@ from ..stretch import STRETCHES, Stretch
 
 __all__ = ["BACKENDS", "UpscaleOptions"]
 
-#: Backends a model can run on (``"auto"``: torch when installed, else onnxruntime).
-BACKENDS = ("auto", "torch", "onnx")
 #: Tile size of a backend without a tiling plan (input pixels).
 DEFAULT_TILE = 256
 
@@ -66,7 +65,7 @@ class UpscaleOptions:
     device : str
         ``"cpu"``, ``"cuda"`` or ``"mps"`` (the backend checks it is available).
     precision : {"auto", "fp32", "bf16", "fp16"}
-        Network precision (:func:`~astrosleuth_astro.engine.backends.resolve_precision`).
+        Network precision (:func:`~astrosleuth_astro.engine.precision.resolve_precision`).
     tile, pad, batch_size : int, optional
         Tiling: tile size and context padding in input pixels, tiles per network call.
         None: the backend's plan for its architecture and device (:meth:`tiling`).

@@ -15,7 +15,7 @@ from astrosleuth_astro.cli import main
 
 torch = pytest.importorskip("torch")
 
-from astrosleuth_astro.engine.backends import cpu_supports_bf16  # noqa: E402
+from astrosleuth_astro.engine.precision import cpu_supports_bf16  # noqa: E402
 
 
 def _walk_numbers(obj):

@@ -22,14 +22,11 @@ from tests.conftest import write_sim_fits
 torch = pytest.importorskip("torch")
 
 from astrosleuth_astro.archs import build_arch  # noqa: E402
-from astrosleuth_astro.engine import backends  # noqa: E402
-from astrosleuth_astro.engine.backends import (  # noqa: E402
-    TorchBackend,
-    cpu_supports_bf16,
-    make_backend,
-    plan_tiling,
-    resolve_precision,
-)
+from astrosleuth_astro.engine import backends, precision  # noqa: E402
+from astrosleuth_astro.engine import plan as engine_plan  # noqa: E402
+from astrosleuth_astro.engine.backends import TorchBackend, make_backend  # noqa: E402
+from astrosleuth_astro.engine.plan import plan_tiling  # noqa: E402
+from astrosleuth_astro.engine.precision import cpu_supports_bf16, resolve_precision  # noqa: E402
 from astrosleuth_astro.engine.tiles import upscale_tiled, upscale_whole  # noqa: E402
 
 needs_bf16 = pytest.mark.skipif(
@@ -62,14 +59,14 @@ def test_precision_errors():
 
 
 def test_precision_without_cpu_bf16(monkeypatch):
-    monkeypatch.setattr(backends, "_BF16_SUPPORT", False)
+    monkeypatch.setattr(precision, "_BF16_SUPPORT", False)
     assert resolve_precision("auto", "torch", "cpu", "fast") == "fp32"
     with pytest.raises(InputError, match="AVX512-BF16"):
         resolve_precision("bf16", "torch", "cpu", "fast")
 
 
 def test_precision_auto_with_cpu_bf16(monkeypatch):
-    monkeypatch.setattr(backends, "_BF16_SUPPORT", True)
+    monkeypatch.setattr(precision, "_BF16_SUPPORT", True)
     assert resolve_precision("auto", "torch", "cpu", "fast") == "bf16"
     assert resolve_precision("auto", "torch", "cpu", "next") == "fp32"
 
@@ -132,9 +129,8 @@ def test_bf16_rounding_within_bound_of_fp32_on_any_cpu(monkeypatch):
     ``auto`` never picks it) still check what bf16 rounding does to the shipped weights:
     the operands are rounded to bf16 exactly as on AVX512-BF16/AMX hardware; only the
     speed and the accumulation order differ."""
-    from astrosleuth_astro.engine import backends
-
-    monkeypatch.setattr(backends, "cpu_supports_bf16", lambda: True)
+    # resolve_precision looks the name up in engine.precision: patch it there
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     _check_bf16_bound()
 
 
@@ -156,11 +152,11 @@ def test_plan_pad_from_receptive_field():
     assert make_backend("default", backend="onnx").receptive_field == 15
     # Deep nets are capped at the measured DEFAULT_PAD; unknown receptive fields get it.
     assert plan_tiling("fast", 35, "cpu").pad == 32
-    assert plan_tiling("rrdb", None, "cpu", 192) == backends.Tiling(192, 32, 4)
+    assert plan_tiling("rrdb", None, "cpu", 192) == engine_plan.Tiling(192, 32, 4)
     # Tile cores per backend on a CPU: onnxruntime runs larger tiles faster than torch.
-    assert net.tiling.tile == backends.CPU_FAST_TILE == 256
+    assert net.tiling.tile == engine_plan.CPU_FAST_TILE == 256
     onnx_plan = make_backend("default", backend="onnx").tiling
-    assert onnx_plan == backends.Tiling(backends.CPU_FAST_TILE_ONNX, 17, 1)
+    assert onnx_plan == engine_plan.Tiling(engine_plan.CPU_FAST_TILE_ONNX, 17, 1)
     assert onnx_plan.tile == 512
 
 

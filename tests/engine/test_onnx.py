@@ -18,7 +18,8 @@ from safetensors.torch import save_file  # noqa: E402
 from astrosleuth_astro.archs import build_arch  # noqa: E402
 from astrosleuth_astro.archs.compact import fold_upsampling  # noqa: E402
 from astrosleuth_astro.archs.next_options import VECTORS_ENV  # noqa: E402
-from astrosleuth_astro.engine.backends import fast_receptive_field, make_backend  # noqa: E402
+from astrosleuth_astro.engine.backends import make_backend  # noqa: E402
+from astrosleuth_astro.engine.plan import fast_receptive_field  # noqa: E402
 from astrosleuth_astro.errors import InputError, ModelError  # noqa: E402
 from astrosleuth_astro.models import OnnxModel, export_onnx, load  # noqa: E402
 
