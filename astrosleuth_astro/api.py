@@ -29,7 +29,8 @@ from .io import (
     rescale_header,
     write_image,
 )
-from .io.fits import format_bytes, open_fits_output, physical_memory
+from .io.files import format_bytes, physical_memory
+from .io.fits_write import open_fits_output
 from .io.formats import format_from_name as image_format
 from .pipeline import NATIVE_SCALE, UpscaleOptions, clock, has_finite, upscale_array
 from .resample import upsample_nearest

@@ -386,7 +386,7 @@ def _cmd_stars(args) -> int:
     from astropy.io import fits as afits
 
     from .io import atomic_output, check_not_same, check_output_path, read_image
-    from .io.fits import output_header
+    from .io.fits_write import output_header
     from .stars import DILATE_FWHM, detect_stars, star_mask
 
     src = Path(args.input)

@@ -214,7 +214,7 @@ def test_unreadable_file_refused(capsys, tiny_fast_model, dirs, monkeypatch):
 
 def _huge_fits(path: Path, h: int, w: int, bitpix: int = 8) -> Path:
     """A header declaring an H x W image, with a sparse data section (no disk used)."""
-    from astrosleuth_astro.io.fits import physical_memory
+    from astrosleuth_astro.io.files import physical_memory
 
     memory = physical_memory()
     if memory is None or 4 * h * w <= memory:

@@ -39,7 +39,7 @@ def side_length(mp: float) -> tuple[int, int]:
 
 def synthetic_fits(path: Path, mp: float, seed: int = 0) -> Path:
     """Write a mono simulated star field of about ``mp`` megapixels to ``path``."""
-    from ..io.fits import write_fits
+    from ..io.fits_write import write_fits
     from ..sim import simulate
 
     sim = simulate(side_length(mp), scale=1, channels=1, wcs=False, seed=seed)

@@ -7,16 +7,9 @@ Everything here works on ``float32`` arrays shaped ``(C, H, W)`` with ``C`` in {
 from __future__ import annotations
 
 from .atomic import atomic_output, check_not_same, check_output_path
-from .fits import (
-    FITS_SUFFIXES,
-    LoadedImage,
-    check_input_file,
-    open_fits_output,
-    output_header,
-    read_fits,
-    update_datarange,
-    write_fits,
-)
+from .files import LoadedImage, check_input_file
+from .fits import FITS_SUFFIXES, read_fits
+from .fits_write import open_fits_output, output_header, update_datarange, write_fits
 from .formats import IMAGE_FORMATS, format_from_name, read_image, write_image
 from .wcs import PIXEL_SIZE_KEYWORDS, add_provenance, ensure_equinox, rescale_header
 

@@ -40,15 +40,9 @@ from astropy.io import fits
 
 from ..errors import InputError
 from .atomic import atomic_output
-from .fits import (
-    FITS_SUFFIXES,
-    LoadedImage,
-    _oneline,
-    check_input_file,
-    describe_magic,
-    read_fits,
-    write_fits,
-)
+from .files import LoadedImage, check_input_file, describe_magic, one_line
+from .fits import FITS_SUFFIXES, read_fits
+from .fits_write import write_fits
 
 __all__ = ["IMAGE_FORMATS", "format_from_name", "read_image", "write_image"]
 
@@ -232,7 +226,7 @@ def _read_tiff(path: str | os.PathLike[str]) -> LoadedImage:
             photometric = getattr(page.photometric, "name", str(page.photometric))
             arr = series.asarray()
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
-        raise InputError(f"{path}: corrupt or unsupported TIFF file ({_oneline(exc)})") from None
+        raise InputError(f"{path}: corrupt or unsupported TIFF file ({one_line(exc)})") from None
     # Drop length-1 axes other than Y/X (e.g. 'IYX' with one page).
     keep = [i for i, a in enumerate(axes) if a in "YX" or arr.shape[i] != 1]
     arr = arr.reshape([arr.shape[i] for i in keep])
@@ -316,7 +310,7 @@ def _read_pillow(path: str | os.PathLike[str], fmt: str) -> LoadedImage:
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{path}: corrupt {fmt.upper()} file ({_oneline(exc)})") from None
+        raise InputError(f"{path}: corrupt {fmt.upper()} file ({one_line(exc)})") from None
     if fmt == "png" and arr.dtype == np.int32:
         arr = arr.astype(np.uint16)  # mode "I" from a 16-bit grey PNG
     hwc = _drop_alpha(path, arr, fmt, notes)

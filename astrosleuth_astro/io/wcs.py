@@ -69,8 +69,8 @@ Each rescaled calibration keyword gets one ``HISTORY`` card with the old and new
 
 Removed: ``BITPIX``, ``BZERO``, ``BSCALE``, ``BLANK`` (the output is float32). Every other
 card is kept, in order, with its comment, COMMENT and HISTORY included. DATAMIN/DATAMAX are
-kept and recomputed by :func:`~astrosleuth_astro.io.fits.write_fits`; callers that do not
-write through it should call :func:`~astrosleuth_astro.io.fits.update_datarange`.
+kept and recomputed by :func:`~astrosleuth_astro.io.fits_write.write_fits`; callers that do not
+write through it should call :func:`~astrosleuth_astro.io.fits_write.update_datarange`.
 Pixel-based distortion lookup tables (``CPDIS``/``D2IMDIS``, stored in other extensions)
 are not supported and are left as they are.
 
