@@ -22,8 +22,8 @@ from astrosleuth_astro.pipeline import upscale_array
 from astrosleuth_astro.sim import simulate
 from astrosleuth_astro.stretch import fit_stretch
 
+from .cli.test_cli import run_cli
 from .conftest import write_sim_fits
-from .test_cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from astrosleuth_astro.cli import main
 
-from .conftest import sha256, write_sim_fits
+from ..conftest import sha256, write_sim_fits
 
 
 def run_cli(capsys, *argv):

@@ -202,7 +202,7 @@ def test_config_errors(tmp_path):
 
 def test_default_config_is_valid(monkeypatch):
     monkeypatch.delenv("ASTROSLEUTH_DATA", raising=False)
-    path = Path(__file__).parents[1] / "astrosleuth_astro" / "train" / "configs" / "default.toml"
+    path = Path(__file__).parents[2] / "astrosleuth_astro" / "train" / "configs" / "default.toml"
     cfg = load_config(path)
     assert cfg.resolved_data_dir() is None  # simulator only unless ASTROSLEUTH_DATA is set
     monkeypatch.setenv("ASTROSLEUTH_DATA", "/some/where")

@@ -1,0 +1,5 @@
+"""``python -m astrosleuth_astro.cli``."""
+
+from .main import entry
+
+entry()
