@@ -38,7 +38,7 @@ from astrosleuth_astro import pipeline, siril
 from astrosleuth_astro.api import get_backend
 from astrosleuth_astro.sim import simulate, to_hdu
 
-SCRIPT = Path(__file__).resolve().parents[1] / "siril_scripts" / "AstroSleuth_Upscale.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "siril_scripts" / "AstroSleuth_Upscale.py"
 
 
 # --------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from astrosleuth_astro.cli import main as cli_main
 from astrosleuth_astro.sim import simulate, to_hdu
 
 SIRIL = shutil.which("siril-cli")
-SCRIPTS = Path(__file__).resolve().parents[1] / "siril_scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "siril_scripts"
 pytestmark = pytest.mark.skipif(
     SIRIL is None,
     reason="siril-cli is not installed (Debian/Ubuntu: apt-get install -y "
