@@ -15,7 +15,7 @@ from astrosleuth_astro.errors import InputError, OptionError
 from astrosleuth_astro.pipeline import UpscaleOptions, upscale_array
 from astrosleuth_astro.stretch import fit_stretch
 
-from .conftest import write_sim_fits
+from ..conftest import write_sim_fits
 
 BAD = [
     ("scale", 5, "not supported"),

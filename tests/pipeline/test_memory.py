@@ -14,7 +14,7 @@ from astrosleuth_astro import pipeline
 from astrosleuth_astro.pipeline import prepare, upscale_array
 from astrosleuth_astro.stretch import fit_stretch
 
-from .conftest import write_sim_fits
+from ..conftest import write_sim_fits
 
 
 def _net(batch: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from astrosleuth_astro.resample import upsample_bilinear
 from astrosleuth_astro.sim import simulate
 from astrosleuth_astro.stretch import fit_stretch
 
-from .conftest import write_sim_fits
+from ..conftest import write_sim_fits
 
 
 def test_default_model_is_shipped_and_verified():

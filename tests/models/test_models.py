@@ -295,7 +295,7 @@ def test_trained_models_carry_their_training_record(name):
     assert sha256_file(entry.path) == entry.sha256
     assert sha256_file(entry.onnx_path) == entry.onnx_sha256
     tr = entry.training
-    cfg = load_config(Path(__file__).resolve().parents[1] / tr["config"])
+    cfg = load_config(Path(__file__).resolve().parents[2] / tr["config"])
     assert cfg.model.arch == entry.arch
     assert tr["steps"] == cfg.train.steps
     assert tr["arch_kwargs"] == cfg.model.kwargs()
