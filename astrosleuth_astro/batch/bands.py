@@ -42,7 +42,6 @@ from ..engine.tiles import (
     choose_tile,
     iter_tile_rows,
 )
-from ..errors import AstroSleuthError
 from ..io import check_not_same, format_from_name, open_fits_output, read_image
 from ..io.atomic import TEMP_PREFIX
 from ..pipeline import (
@@ -57,7 +56,17 @@ from ..pipeline import (
     prepare,
 )
 from ..stretch import fit_stretch
-from .jobs import COMPLETE, DONE, MISSING, SKIPPED, Job, JobOptions, JobResult, ModelSpec, failed
+from .jobs import (
+    COMPLETE,
+    DONE,
+    MISSING,
+    SKIPPED,
+    Job,
+    JobOptions,
+    JobResult,
+    ModelSpec,
+    failure,
+)
 from .outputs import expected_shape, remove_stale_temps
 from .worker import job_output_state, process_job, worker_backend
 
@@ -176,14 +185,8 @@ def process_banded(
                 runner.map(run_band, tasks, model)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    except AstroSleuthError as exc:
-        return failed(job, str(exc), exc.exit_code, time.perf_counter() - start)
-    except MemoryError:
-        return failed(job, f"{job.input}: out of memory", 1, time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one file must never stop the batch
-        return failed(
-            job, f"internal error: {type(exc).__name__}: {exc}", 1, time.perf_counter() - start
-        )
+        return failure(job, exc, time.perf_counter() - start)
     res = result(DONE)
     res.extra["bands"] = len(bands)
     return res

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import AstroSleuthError
 from ..pipeline import UpscaleOptions
 
 #: Output name pattern when ``--name`` is not given (the single-file naming).
@@ -147,6 +148,16 @@ class JobResult:
 
 def failed(job: Job, message: str, code: int, seconds: float = 0.0) -> JobResult:
     return JobResult(job.index, str(job.input), str(job.output), FAILED, seconds, message, code)
+
+
+def failure(job: Job, exc: Exception, seconds: float = 0.0) -> JobResult:
+    """The result of a job that raised ``exc``: its one-line message and exit code (2 for
+    a problem of the input, 1 for an internal error or lack of memory)."""
+    if isinstance(exc, AstroSleuthError):
+        return failed(job, str(exc), exc.exit_code, seconds)
+    if isinstance(exc, MemoryError):
+        return failed(job, f"{job.input}: out of memory", 1, seconds)
+    return failed(job, f"internal error: {type(exc).__name__}: {exc}", 1, seconds)
 
 
 def exit_code(results: Iterable[JobResult]) -> int:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..api import get_backend, upscale_image
-from ..errors import AstroSleuthError, InputError, ModelError
+from ..errors import InputError, ModelError
 from ..io import LoadedImage, check_not_same, read_image
 from .jobs import (
     COMPLETE,
@@ -23,7 +23,7 @@ from .jobs import (
     JobOptions,
     JobResult,
     ModelSpec,
-    failed,
+    failure,
 )
 from .outputs import expected_shape, output_state, remove_stale_temps
 
@@ -177,12 +177,6 @@ def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
         upscale_image(
             image, job.output, net, options.upscale, overwrite=options.overwrite or state != MISSING
         )
-    except AstroSleuthError as exc:
-        return failed(job, str(exc), exc.exit_code, time.perf_counter() - start)
-    except MemoryError:
-        return failed(job, f"{job.input}: out of memory", 1, time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - one file must never stop the batch
-        return failed(
-            job, f"internal error: {type(exc).__name__}: {exc}", 1, time.perf_counter() - start
-        )
+        return failure(job, exc, time.perf_counter() - start)
     return JobResult(job.index, str(job.input), str(job.output), DONE, time.perf_counter() - start)
