@@ -26,6 +26,8 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +36,14 @@ import numpy as np
 import torch
 
 from ..archs.compact import CompactSR
-from ..metrics import bicubic, ssim
+from ..archs.next import NextSR
+from ..archs.rrdb import RRDBNet
+from ..errors import AstroSleuthError, InputError
+from ..metrics import bicubic, compute_metrics, ssim
 from ..metrics import psnr as psnr_np
+from ..models import resolve, sha256_file
+from ..models.export import export_onnx
+from ..models.loader import load, load_state_dict
 from .config import Config
 from .data import Pair, PairBank, load_sources, validation_set
 from .losses import build_loss
@@ -70,17 +78,12 @@ def _init_sha256(cfg: Config) -> str:
     init = cfg.resolved_init()
     if not init:
         return ""
-    from ..models import resolve, sha256_file
-
     return sha256_file(resolve(init)[0])
 
 
 def _init_state(init: str, model: torch.nn.Module) -> dict:
     """The state dict of ``init`` (a weights file or registry name), checked against
     ``model``'s keys and shapes."""
-    from ..errors import AstroSleuthError, InputError
-    from ..models.loader import load, load_state_dict
-
     try:
         if init.lower().endswith(".onnx"):
             raise InputError(
@@ -107,12 +110,8 @@ def _init_state(init: str, model: torch.nn.Module) -> dict:
 def _generator(cfg: Config) -> torch.nn.Module:
     """A fresh generator of ``[model] arch`` (``fast``: CompactSR, ``rrdb``: RRDBNet)."""
     if cfg.model.arch == "next":
-        from ..archs.next import NextSR
-
         return NextSR(**cfg.model.kwargs(), upscale=cfg.data.scale)
     if cfg.model.arch == "rrdb":
-        from ..archs.rrdb import RRDBNet
-
         return RRDBNet(**cfg.model.kwargs(), upscale=cfg.data.scale)
     return CompactSR(**cfg.model.kwargs(), upscale=cfg.data.scale)
 
@@ -186,9 +185,6 @@ VAL_STAR_KEYS = (
 
 def _star_row(p: Pair, out: np.ndarray, scale: int) -> dict:
     """Star metrics of one validation output (NaN where undefined or not measurable)."""
-    from ..errors import AstroSleuthError
-    from ..metrics import compute_metrics
-
     nan = {k: float("nan") for k in VAL_STAR_KEYS}
     if p.stretch is None:
         return nan
@@ -459,9 +455,6 @@ class _StopRequest:
     """
 
     def __init__(self) -> None:
-        import signal
-        import threading
-
         self.requested: int | None = None
         self._old: dict = {}
         if threading.current_thread() is threading.main_thread():
@@ -472,15 +465,11 @@ class _StopRequest:
         self.requested = signum
 
     def restore(self) -> None:
-        import signal
-
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
 
     def reraise(self) -> None:
-        import signal
-
         if self.requested == signal.SIGTERM:
             raise SystemExit(143)
         raise KeyboardInterrupt
@@ -535,7 +524,6 @@ def export_run(
     """Write the EMA weights as ``.safetensors`` and ``.onnx``, check the ONNX file, and
     write ``<name>.train.toml`` (the resolved config) and ``<name>.registry.toml`` (a
     registry entry with sha256, config, data summary and validation results)."""
-    from ..models.export import export_onnx
     from .export import check_onnx, export_safetensors, registry_entry, toml_dumps
 
     out = Path(out_dir or Path(cfg.output.out_dir) / "export")
