@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from .batch.jobs import (
     exit_code,
 )
 from .batch.local import make_pool, run_local, stop_pool
+from .batch.lock import BatchLock
 from .batch.manifest import Manifest
 from .batch.outputs import plan_jobs
 from .batch.worker import cores, inference_threads, set_inference_threads, worker_backend
@@ -58,6 +60,7 @@ class BatchConfig:
     options: JobOptions = field(default_factory=JobOptions)
     quiet: bool = False
     json: bool = False
+    wait_lock: bool = False
 
 
 def _output_dir(
@@ -134,13 +137,28 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
         manifest_path = Path(os.path.abspath(manifest_path))
         if manifest_path in {j.input for j in jobs} | {j.output for j in jobs}:
             raise InputError(f"{manifest_path}: the manifest would replace an input or output")
+    lock_dir = out_dir if out_dir is not None else (out_file.parent if out_file else None)
+    with BatchLock(lock_dir, wait=cfg.wait_lock, log=say) if lock_dir else nullcontext():
+        return _run_locked(cfg, jobs, net, manifest_path, out_dir, say)
+
+
+def _run_locked(
+    cfg: BatchConfig,
+    jobs: list[Job],
+    net: Any,
+    manifest_path: Path | None,
+    out_dir: Path | None,
+    say: Callable[[str], None],
+) -> int:
+    """The batch itself, under the output directory's lock."""
+    opts = cfg.options.upscale
     meta = {
         "model": getattr(net, "model_name", str(opts.model)),
         "sha256": getattr(net, "sha256", ""),
-        "scale": scale,
+        "scale": opts.scale,
         "output_dir": str(out_dir) if out_dir is not None else None,
     }
-    manifest = Manifest(manifest_path, jobs, meta)
+    manifest = Manifest(manifest_path, jobs, meta, log=say)
     done = [0]
 
     def on_result(res: JobResult) -> None:
@@ -153,12 +171,18 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
             say(line)
 
     manifest.write()
-    interrupted = True
     try:
         _dispatch(cfg, jobs, net, on_result)
-        interrupted = False
-    finally:
-        manifest.finish(interrupted=interrupted)
+    except BaseException as exc:
+        # Stopped (Ctrl-C, SIGTERM, an error): the manifest says what was finished and the
+        # exit code the process is about to return.
+        manifest.finish(_stop_code(exc), interrupted=True)
+        raise
+    code = exit_code(manifest.results.values())
+    if not manifest.finish(code):
+        # The files are done; only the record of them is missing. 1 still wins over 2.
+        say(f"batch: the manifest could not be written: {manifest.write_error}")
+        code = code if code == 1 else 2
     summary = manifest.as_dict()
     if cfg.json:
         print(json.dumps(summary, indent=2))
@@ -168,7 +192,16 @@ def run_batch(cfg: BatchConfig, *, log: Callable[[str], None] | None = None) -> 
         say(
             f"batch: {counts[DONE]} done, {counts[SKIPPED]} skipped, {counts[FAILED]} failed{where}"
         )
-    return exit_code(manifest.results.values())
+    return code
+
+
+def _stop_code(exc: BaseException) -> int:
+    """The exit code the CLI returns for an exception that stops a batch."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return getattr(exc, "exit_code", 1)
 
 
 def _prepare_dirs(jobs: Sequence[Job], out_dir: Path | None) -> None:
@@ -262,5 +295,6 @@ def run_from_args(args: Any, options: UpscaleOptions, hdu: int | str | None) -> 
         options=JobOptions(options, hdu=hdu, overwrite=args.overwrite),
         quiet=args.quiet or args.json,
         json=args.json,
+        wait_lock=getattr(args, "wait_lock", False),
     )
     return run_batch(cfg, log=lambda m: print(m, file=sys.stderr))

@@ -209,6 +209,7 @@ def test_batch_sigterm_then_resume(images, tmp_path):
     manifest = out_dir / "manifest.json"
     data = json.loads(manifest.read_text())
     assert data["interrupted"] is True
+    assert data["exit_code"] == 143  # what the process returned, not 0
     assert _statuses(manifest) == {"a.fits": "done", "b.fits": "pending", "c.fits": "pending"}
     a_bytes = a_out.read_bytes()
 
@@ -217,6 +218,7 @@ def test_batch_sigterm_then_resume(images, tmp_path):
     assert done.returncode == 0, done.stderr
     assert _statuses(manifest) == {"a.fits": "skipped", "b.fits": "done", "c.fits": "done"}
     assert json.loads(manifest.read_text())["interrupted"] is False
+    assert json.loads(manifest.read_text())["exit_code"] == 0
     assert a_out.read_bytes() == a_bytes
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "a_x4.fits",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import AstroSleuthError
+from ..io.atomic import pid_alive
 from .jobs import Job, JobOptions, JobResult, ModelSpec, failed
 from .worker import process_job, worker_backend
 
@@ -26,12 +31,46 @@ def _on_sigterm(signum, frame):
     raise SystemExit(143)
 
 
-def _init_worker(spec: ModelSpec) -> None:
+#: Seconds between two checks that the batch process still lives.
+PARENT_POLL_S = 0.5
+#: Seconds a worker whose batch died has to clean up after SIGTERM before it is ended.
+PARENT_GRACE_S = 5.0
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the batch process ``parent`` ends, however it ends.
+
+    A worker killed with its batch (kill -9 of the parent, a crash) would otherwise finish
+    its job and the queued ones, writing outputs that no manifest records. On Linux the
+    kernel sends SIGTERM when the process that started this one (the forkserver, which
+    itself exits with the batch) dies (``PR_SET_PDEATHSIG``); everywhere, a thread checks
+    that the batch lives and sends SIGTERM when it does not. SIGTERM becomes SystemExit,
+    so the atomic writer removes its temporary file; a worker still alive
+    :data:`PARENT_GRACE_S` later is ended outright.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while pid_alive(parent):
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(PARENT_GRACE_S)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="astrosleuth-parent-watch", daemon=True).start()
+
+
+def _init_worker(spec: ModelSpec, parent: int | None = None) -> None:
     """ProcessPoolExecutor initializer: signals, threads, and the model, loaded once."""
     global _WORKER_MODEL, _WORKER_ERROR
     # Ctrl-C reaches the whole process group: the parent decides and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if parent is not None:
+        _die_with(parent)
     _WORKER_MODEL = spec
     try:
         worker_backend(spec)
@@ -68,7 +107,10 @@ def _mp_context():
 def make_pool(spec: ModelSpec, workers: int) -> cf.ProcessPoolExecutor:
     """Local worker processes, each loading the model once (:func:`_init_worker`)."""
     return cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(spec,)
+        max_workers=workers,
+        mp_context=_mp_context(),
+        initializer=_init_worker,
+        initargs=(spec, os.getpid()),
     )
 
 

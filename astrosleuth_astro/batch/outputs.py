@@ -3,10 +3,8 @@ what a killed writer left."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
 import string
 import warnings
 from collections.abc import Sequence
@@ -17,7 +15,7 @@ from astropy.io import fits
 
 from ..errors import AstroSleuthError, InputError
 from ..io import read_image
-from ..io.atomic import TEMP_PREFIX
+from ..io.atomic import remove_stale_temps as io_remove_stale_temps
 from ..io.formats import IMAGE_FORMATS, format_from_name
 from .inputs import is_inside
 from .jobs import (
@@ -223,39 +221,18 @@ def _fits_state(
     return COMPLETE if ok else INCOMPLETE
 
 
-_TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}(?:[0-9a-f]{{12}}|bands-[A-Za-z0-9_]+)-(.+)$")
-
-
 def remove_stale_temps(output: str | os.PathLike[str]) -> list[Path]:
-    """Remove what a killed writer of ``output`` left next to it.
+    """Remove every leftover of a killed writer of ``output`` (temporary files and the
+    banded path's scratch directories), whoever wrote it.
 
-    :func:`~astrosleuth_astro.io.atomic.atomic_output` removes its temporary file on any
-    exception, but a process killed with SIGKILL (or a worker whose machine died) cannot:
-    ``.astrosleuth-<12 hex>-<name>`` files (and ``.astrosleuth-bands-*-<name>`` scratch
-    directories of the banded path) stay. A batch owns its outputs, so before an output is
-    (re)written its leftovers are removed. Two batches must not write the same outputs at
-    the same time.
+    A batch owns its outputs: it holds the output directory's lock
+    (:mod:`astrosleuth_astro.batch.lock`), and the scheduler runs one attempt of a file at
+    a time, so a leftover of another process or host is a dead attempt's
+    (:func:`astrosleuth_astro.io.atomic.remove_stale_temps`).
 
     Returns
     -------
     list of pathlib.Path
         What was removed.
     """
-    out = Path(output)
-    removed = []
-    try:
-        names = os.listdir(out.parent)
-    except OSError:
-        return removed
-    for entry in names:
-        m = _TEMP_RE.match(entry)
-        if m is None or m.group(1) != out.name:
-            continue
-        p = out.parent / entry
-        with contextlib.suppress(OSError):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            removed.append(p)
-    return removed
+    return io_remove_stale_temps(output, owned_by_anyone=True)

@@ -101,6 +101,12 @@ def add_upscale(sub) -> None:
         "--manifest", metavar="FILE", help="batch manifest (default: OUT_DIR/manifest.json)"
     )
     bat.add_argument(
+        "--wait-lock",
+        action="store_true",
+        help="if another batch is writing to the output directory, wait for it to finish "
+        "(default: exit 2 naming it)",
+    )
+    bat.add_argument(
         "--bands",
         type=int,
         default=None,

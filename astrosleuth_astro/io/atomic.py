@@ -8,27 +8,117 @@ renamed onto the final name only once it is complete, so that
 * readers never see a half-written file: :func:`os.replace` within one directory (one file
   system) is atomic on POSIX and Windows.
 
-The temporary name ends with the final file name (``.astrosleuth-<random>-out.fits``), so
-writers that choose the format or the compression from the name (astropy writes gzip for
-``*.fits.gz``, Pillow picks PNG/JPEG from the suffix) behave as they would on the real name.
+The temporary name ends with the final file name, so writers that choose the format or the
+compression from the name (astropy writes gzip for ``*.fits.gz``, Pillow picks PNG/JPEG from
+the suffix) behave as they would on the real name. It also names its owner:
+``.astrosleuth-<12 hex>-<host>-<pid>-out.fits`` (``<host>``: 8 hex digits of a hash of the
+host name). A process killed with SIGKILL cannot remove its temporary file; the next writer
+of the same output removes it (:func:`remove_stale_temps`) when the owner is a process of
+this host that no longer runs, and leaves it alone while the owner lives or when it belongs
+to another host.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["atomic_output", "check_not_same", "check_output_path"]
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_output",
+    "check_not_same",
+    "check_output_path",
+    "pid_alive",
+    "remove_stale_temps",
+    "temp_owner",
+]
 
 #: Prefix of the temporary files (hidden on POSIX, easy to recognise and clean up).
 TEMP_PREFIX = ".astrosleuth-"
+#: A temporary name: token, owner host and pid (absent in names of older versions), then the
+#: output's name.
+#: ``bands-<id>`` scratch directories of the banded batch path have no owner.
+_TEMP_RE = re.compile(
+    rf"^{re.escape(TEMP_PREFIX)}(?:[0-9a-f]{{12}}(?:-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+))?"
+    r"|bands-[A-Za-z0-9_]+)-(?P<name>.+)$"
+)
+
+
+def _host_id() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def temp_owner(name: str) -> tuple[str, int] | None:
+    """``(host id, pid)`` of the process that owns a temporary file name, if it says."""
+    m = _TEMP_RE.match(name)
+    if m is None or m.group("pid") is None:
+        return None
+    return m.group("host"), int(m.group("pid"))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temps(
+    output: str | os.PathLike[str], *, owned_by_anyone: bool = False
+) -> list[Path]:
+    """Remove what killed writers of ``output`` left next to it.
+
+    Parameters
+    ----------
+    output : path-like
+        The output file whose leftovers are looked for (same directory, same name).
+    owned_by_anyone : bool
+        Remove every leftover of ``output``, whoever wrote it (a batch does, under its lock:
+        no other batch writes its outputs, and the scheduler runs one attempt of a file at a
+        time). By default only those of a process of this host that no longer runs.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed (files, and the banded path's scratch directories).
+    """
+    out = Path(output)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return removed
+    here = _host_id()
+    for entry in names:
+        m = _TEMP_RE.match(entry)
+        if m is None or m.group("name") != out.name:
+            continue
+        if not owned_by_anyone:
+            owner = temp_owner(entry)
+            if owner is None or owner[0] != here or owner[1] == os.getpid() or pid_alive(owner[1]):
+                continue  # unknown, another host's, ours, or still being written
+        path = out.parent / entry
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -128,7 +218,8 @@ def _reserve_temp_name(out: Path) -> Path:
     """Return a temp name next to ``out`` that does not exist, checking the dir is writable."""
     directory = out.parent
     for _ in range(100):
-        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{out.name}"
+        owner = f"{_host_id()}-{os.getpid()}"
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{owner}-{out.name}"
         try:
             # Create and remove once: proves we can create files here (root included, e.g.
             # on a read-only mount) and that the name is free.
@@ -205,6 +296,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     ...     hdu.writeto(tmp)
     """
     out = check_output_path(path, overwrite=overwrite)
+    remove_stale_temps(out)  # what a killed earlier writer of this output left
     tmp = _reserve_temp_name(out)
     try:
         yield tmp

@@ -266,6 +266,7 @@ def test_interrupted_batch_leaves_a_manifest(
     code, _, _ = run_cli(capsys, "upscale", frames, "-o", out, "--model", tiny_fast_model)
     assert code == 130
     man = manifest(out / "manifest.json")
+    assert man["exit_code"] == 130  # the code the CLI returned
     assert man["interrupted"] and man["counts"] == {
         "done": 2,
         "skipped": 0,
