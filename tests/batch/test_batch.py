@@ -36,16 +36,6 @@ def leftovers(directory) -> list[str]:
     return [p.name for p in Path(directory).rglob(".astrosleuth-*")]
 
 
-@pytest.fixture
-def frames(tmp_path):
-    """Four small simulated frames in tmp_path/in."""
-    d = tmp_path / "in"
-    d.mkdir()
-    for i in range(4):
-        write_sim_fits(d / f"f{i}.fits", seed=i, shape=(24, 28))
-    return d
-
-
 def test_expand_inputs(tmp_path):
     d = tmp_path / "data"
     (d / "sub").mkdir(parents=True)

@@ -24,15 +24,6 @@ from ..conftest import sha256, write_sim_fits
 from ..test_interrupt import CLI, MEMMAP_CLI, _simulate, _start, _wait
 
 
-@pytest.fixture
-def frames(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    for i in range(4):
-        write_sim_fits(d / f"f{i}.fits", seed=i, shape=(24, 28))
-    return d
-
-
 def _manifest(path):
     return json.loads(path.read_text())
 
