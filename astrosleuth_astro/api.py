@@ -34,7 +34,7 @@ from .io.fits_write import open_fits_output
 from .io.formats import format_from_name as image_format
 from .pipeline import NATIVE_SCALE, UpscaleOptions, clock, has_finite, upscale_array
 from .resample import upsample_nearest
-from .stretch import Stretch, fit_stretch
+from .stretch import Stretch, display_stretch, fit_stretch
 
 __all__ = [
     "UpscaleOptions",
@@ -205,6 +205,16 @@ def upscale(
     opts = UpscaleOptions.from_kwargs(model=model, scale=scale, **options)
     net = backend_for(opts)
     hooks = dict(progress=progress, stage=stage)
+
+    if (
+        isinstance(obj, np.ndarray)
+        and obj.dtype == np.uint8
+        and isinstance(opts.stretch, str)
+        and opts.stretch in ("auto", "none")
+    ):
+        # An 8-bit array is a picture: the same numbers as the file routes give for it.
+        channels = 1 if obj.ndim == 2 else obj.shape[0]
+        opts = opts.replace(stretch=display_stretch(channels, 255.0))
 
     if isinstance(obj, hdu_types):
         if obj.data is None:
@@ -407,6 +417,21 @@ def _check_room(dst: Path, in_shape: tuple, out_shape: tuple, scale: int, memmap
             )
 
 
+def input_stretch(image: LoadedImage, stretch: str | Stretch) -> Stretch:
+    """The stretch an image read by :func:`~astrosleuth_astro.io.read_image` is upscaled with.
+
+    Display-referred pictures (8/16-bit PNG, JPEG, TIFF) keep their units (0-255 or
+    0-65535) through every route; with ``stretch="auto"`` or ``"none"`` the network sees
+    ``value / full_scale`` (:func:`~astrosleuth_astro.stretch.display_stretch`), whatever
+    the picture's own range. Everything else is fitted on the data (``fit_stretch``).
+    """
+    if isinstance(stretch, Stretch):
+        return stretch
+    if image.display_referred and image.normalised_by and stretch in ("auto", "none"):
+        return display_stretch(image.channels, image.normalised_by)
+    return fit_stretch(image.data, stretch)
+
+
 def upscale_image(
     image: LoadedImage,
     dst: str | os.PathLike,
@@ -439,13 +464,10 @@ def upscale_image(
         options = options.replace(**option_kwargs)
     if not has_finite(image.data):
         raise InputError(f"{image.path}: no finite pixels")
-    stretch = options.stretch
-    if image.display_referred and stretch == "auto":
-        stretch = "none"
     data = image.restore_shape(image.data)
     # The stretch is fitted up front: the output header records it before any pixel exists.
     with clock(timings, "stretch"):
-        fitted = fit_stretch(image.data, stretch) if isinstance(stretch, str) else stretch
+        fitted = input_stretch(image, options.stretch)
     options = options.replace(stretch=fitted)
     hooks = dict(progress=progress, stage=stage, timings=timings)
     scale = options.scale

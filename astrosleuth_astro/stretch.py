@@ -283,6 +283,26 @@ def _looks_stretched(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
         return bool(np.nanmedian(level) > STRETCHED_BACKGROUND)
 
 
+def display_stretch(channels: int, full_scale: float) -> Stretch:
+    """The linear stretch of display-referred samples: ``[0, full_scale]`` onto [0, 1].
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels.
+    full_scale : float
+        The samples' full scale in their own units (255 for 8-bit, 65535 for 16-bit):
+        a picture keeps its units, and the network sees ``value / full_scale``.
+
+    Returns
+    -------
+    Stretch
+        ``kind="none"``, the same for every image of that bit depth.
+    """
+    black = np.zeros(channels)
+    return Stretch("none", black, np.full(channels, float(full_scale)), black.copy())
+
+
 def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
     """Fit a stretch to an image.
 

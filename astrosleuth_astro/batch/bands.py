@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..api import upscaled_header
+from ..api import input_stretch, upscaled_header
 from ..conserve import source_levels
 from ..engine.tiles import (
     choose_tile,
@@ -55,7 +55,6 @@ from ..pipeline import (
     mono_net,
     prepare,
 )
-from ..stretch import fit_stretch
 from .jobs import (
     COMPLETE,
     DONE,
@@ -205,10 +204,7 @@ def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int 
     fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
     """
 
-    stretch = opts.stretch
-    if image.display_referred and stretch == "auto":
-        stretch = "none"
-    prep = prepare(image.restore_shape(image.data), fit_stretch(image.data, stretch))
+    prep = prepare(image.restore_shape(image.data), input_stretch(image, opts.stretch))
     n_ch, h, w = prep.chw.shape
     flux_mode = opts.conserve_flux
     levels = source_levels(prep.chw) if flux_mode == "sources" else None

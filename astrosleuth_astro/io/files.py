@@ -44,8 +44,8 @@ class LoadedImage:
     ----------
     data : numpy.ndarray
         Native ``float32``, shape ``(C, H, W)`` with ``C`` in {1, 3}. Physical values for
-        FITS (BZERO/BSCALE applied, BLANK pixels are NaN) and float TIFF; values in [0, 1]
-        for display-referred integer images (raw value / ``normalised_by``).
+        FITS (BZERO/BSCALE applied, BLANK pixels are NaN) and float TIFF; the stored values
+        (0-255, 0-65535) for display-referred integer images.
     header : astropy.io.fits.Header
         Header of the image HDU (a copy; structural cards such as BITPIX/BZERO as read).
         An empty header for non-FITS inputs.
@@ -63,8 +63,9 @@ class LoadedImage:
         The stored sample type (for FITS the *physical* type astropy would give, e.g.
         ``uint16`` for BITPIX 16 with BZERO 32768).
     normalised_by : float or None
-        For display-referred integer images, the dtype maximum the raw values were divided
-        by (255, 65535); None when ``data`` holds the stored values.
+        For display-referred integer images, their full scale, the dtype maximum (255,
+        65535): the network sees ``data / normalised_by`` and integer outputs are written
+        from it. None for linear data.
     notes : tuple of str
         One-line remarks about the conversion (e.g. a dropped alpha channel).
     """

@@ -7,9 +7,11 @@ Sample types and ranges
 -----------------------
 * FITS and float TIFF hold *linear* data and are read as stored (physical values).
 * 8- and 16-bit integer TIFF, PNG and JPEG are pictures (``display_referred``): they are
-  read as float32 in [0, 1] (value / 255 or / 65535) and written back from [0, 1]
-  (clipped, rounded) in the same bit depth. Other integer TIFF sample types (int16,
-  uint32...) are read as their float32 values, like FITS.
+  read as float32 in their own units (0-255 or 0-65535, ``normalised_by`` holding the full
+  scale) and written back in the same bit depth (divided by that full scale, clipped,
+  rounded). A picture upscaled to FITS therefore holds 0-255 (or 0-65535) values, the
+  same numbers as the API gives for the same 8-bit array. Other integer TIFF sample types
+  (int16, uint32...) are read as their float32 values, like FITS.
 
 Layouts: ``(H, W)`` greyscale, ``(H, W, 3)`` interleaved RGB and (TIFF) planar
 ``(3, H, W)`` RGB are read; the result is always ``(C, H, W)``.
@@ -175,12 +177,10 @@ def _finish(
     was_2d = hwc.ndim == 2
     chw = hwc[np.newaxis] if was_2d else np.moveaxis(hwc, -1, 0)
     display = dtype in (np.uint8, np.uint16)
+    # Pictures keep their units (0-255, 0-65535): one meaning on every route.
     norm = float(np.iinfo(dtype).max) if display else None
     data = np.empty(chw.shape, dtype=np.float32)
-    if norm is not None:
-        np.divide(chw, np.float32(norm), out=data, casting="unsafe")
-    else:
-        data[...] = chw
+    data[...] = chw
     return LoadedImage(
         data=data,
         header=fits.Header(),
@@ -432,13 +432,14 @@ def write_image(
         The input the data came from. It decides the layout and sample type:
 
         * FITS: float32; ``(H, W)`` when ``like`` was 2-D and ``C == 1``.
-        * TIFF: the input's uint8/uint16 when ``like`` is an integer TIFF (``data`` in
-          [0, 1]), else float32 (values as given).
-        * PNG: 8-bit when ``like`` has 8-bit samples, else 16-bit (``data`` in [0, 1]).
-        * JPEG: 8-bit, quality 95, no chroma subsampling (``data`` in [0, 1]).
+        * TIFF: the input's uint8/uint16 when ``like`` is an integer TIFF, else float32
+          (values as given).
+        * PNG: 8-bit when ``like`` has 8-bit samples, else 16-bit.
+        * JPEG: 8-bit, quality 95, no chroma subsampling.
 
-        Integer outputs clip ``data`` to [0, 1], scale by the type's maximum and round;
-        NaN becomes 0.
+        Integer outputs take ``data / like.normalised_by`` when ``like`` is a picture
+        (its own units: 0-255, 0-65535), else ``data`` (linear data in [0, 1]); that is
+        clipped to [0, 1], scaled by the output type's maximum and rounded; NaN becomes 0.
     overwrite : bool
         Replace an existing ``path``.
 
@@ -466,12 +467,15 @@ def write_image(
         return write_fits(path, arr, header, overwrite=overwrite)
 
     hwc = chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)
+    # Integer samples are written from [0, 1]: a picture's values are in its own units.
+    full = like.normalised_by if like is not None and like.display_referred else None
+    unit = hwc / np.float32(full) if full else hwc
     if fmt == "tiff":
         import tifffile
 
         src = like.source_dtype if like is not None else None
         if like is not None and like.format == "tiff" and like.display_referred:
-            out = _to_uint(hwc, np.dtype(src))
+            out = _to_uint(unit, np.dtype(src))
         else:
             out = np.ascontiguousarray(hwc, dtype=np.float32)
         photometric = "minisblack" if out.ndim == 2 else "rgb"
@@ -485,14 +489,14 @@ def write_image(
         eight_bit = like is not None and np.dtype(like.source_dtype).itemsize == 1
         with atomic_output(path, overwrite=overwrite) as tmp:
             if eight_bit:
-                Image.fromarray(_to_uint(hwc, np.dtype(np.uint8))).save(tmp, format="PNG")
+                Image.fromarray(_to_uint(unit, np.dtype(np.uint8))).save(tmp, format="PNG")
             else:
-                tmp.write_bytes(encode_png16(_to_uint(hwc, np.dtype(np.uint16))))
+                tmp.write_bytes(encode_png16(_to_uint(unit, np.dtype(np.uint16))))
         return Path(path)
 
     # JPEG
     with atomic_output(path, overwrite=overwrite) as tmp:
-        Image.fromarray(_to_uint(hwc, np.dtype(np.uint8))).save(
+        Image.fromarray(_to_uint(unit, np.dtype(np.uint8))).save(
             tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=0
         )
     return Path(path)
