@@ -79,7 +79,9 @@ def test_lock_of_a_dead_batch_is_taken_over(tmp_path):
 def test_two_batches_at_once(tiny_fast_model, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    _simulate(inputs / "big.fits", 1024)
+    big = _simulate(tmp_path / "big.fits", 1024)
+    for i in range(8):  # about 2 s each: the first batch runs long after the second starts
+        (inputs / f"f{i}.fits").write_bytes(big.read_bytes())
     out = tmp_path / "out"
     out.mkdir()
     # a directory input: a batch (a single file named directly is a single-file run)
@@ -97,8 +99,10 @@ def test_two_batches_at_once(tiny_fast_model, tmp_path):
     assert first.wait(timeout=300) == 0, err_path.read_text()
     assert waiting.returncode == 0, waiting.stderr
     assert "waiting for the batch in" in waiting.stderr
-    assert _manifest(out / "manifest.json")["files"][0]["status"] == "skipped"
-    assert sorted(os.listdir(out)) == ["big_x4.fits", "manifest.json"]
+    assert {e["status"] for e in _manifest(out / "manifest.json")["files"]} == {"skipped"}
+    assert sorted(os.listdir(out)) == sorted(
+        [f"f{i}_x4.fits" for i in range(8)] + ["manifest.json"]
+    )
 
 
 # ----------------------------------------------------------------------- the manifest
