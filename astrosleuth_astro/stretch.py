@@ -47,6 +47,10 @@ SHADOWS_CLIP = -2.8
 ASINH_SOFTENING_SIGMA = 3.0
 #: Normalised background level above which data is taken to be display-referred already.
 STRETCHED_BACKGROUND = 0.08
+#: Data in [0, 1] whose brightest pixel stays below this is linear, however its histogram
+#: looks: a faint uint16 frame that Siril made float (``set32bits``) peaks near 0.01, and
+#: read as a picture the network saw it at 1 % of its range (median 0.75 of the input).
+FAINT_UNIT_WHITE = 0.5
 #: Most pixels used for statistics: a deterministic subsample keeps huge images fast.
 MAX_STAT_PIXELS = 2_000_000
 #: Pixels per block when the channel range is computed block by block.
@@ -276,6 +280,10 @@ def looks_stretched(data: np.ndarray) -> bool:
 
 def _looks_stretched(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
     """:func:`looks_stretched` from the background medians and the channel ranges."""
+    if np.nanmin(lo) >= 0.0 and np.nanmax(hi) < FAINT_UNIT_WHITE:
+        # Linear data normalised to [0, 1] (Siril's float convention) that stays in the
+        # bottom of it: a faint frame, not a picture (a picture uses its range).
+        return False
     span = np.where(hi > lo, hi - lo, 1.0)
     level = (med - lo) / span
     with warnings.catch_warnings():  # an all-NaN image has no level: not stretched

@@ -134,3 +134,28 @@ def test_dict_round_trip_and_select():
 def test_unknown_stretch_is_input_error():
     with pytest.raises(InputError, match="unknown stretch"):
         fit_stretch(np.zeros((4, 4)), "log")
+
+
+def test_faint_frame_normalised_to_unit_range_is_linear():
+    """A faint uint16 frame that Siril made float (set32bits: value / 65535) peaks near
+    0.01; read as a picture, the network saw it at 1 % of its range and the median came
+    back at 0.75 of the input (issue 25, item 7). It is linear."""
+    rng = np.random.default_rng(7)
+    adu = 520 + rng.normal(0, 8, (64, 64))  # a star-less (or flat-looking) faint frame
+    faint = (adu / 65535).astype(np.float32)
+    assert faint.max() < 0.02
+    assert fit_stretch(faint, "auto").kind == "mtf"
+    # a picture in [0, 1] that uses its range is still display-referred
+    picture = np.clip(0.25 + 0.05 * rng.normal(size=(64, 64)), 0, 1).astype(np.float32)
+    picture[10, 10] = 1.0
+    assert fit_stretch(picture, "auto").kind == "none"
+
+
+def test_faint_unit_frame_keeps_its_level_through_the_default_model():
+    import astrosleuth_astro as asa
+
+    rng = np.random.default_rng(8)
+    adu = 520 + rng.normal(0, 8, (48, 48))
+    faint = (adu / 65535).astype(np.float32)
+    out = asa.upscale(faint, model="default", scale=2)
+    assert np.median(out) / np.median(faint) == pytest.approx(1.0, abs=0.01)

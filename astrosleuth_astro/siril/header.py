@@ -36,6 +36,9 @@ def parse_siril_header(text: str | None) -> fits.Header:
     """
     if not text:
         return fits.Header()
+    # sirilpy 1.4 hands over the C string with its NUL after END: a card "END\x00" would
+    # be kept (astropy warns), and Siril stops reading at it.
+    text = text.split("\x00", 1)[0]
     lines: list[str] = []
     for i, line in enumerate(text.replace("\r\n", "\n").split("\n")):
         if line.rstrip() == "END":
@@ -93,6 +96,7 @@ def build_output_header(
         explicit for RA/DEC frames (Siril keeps CTYPE only when EQUINOX is present).
     """
     out = output_header(upscaled_header(header, stretch, net, options), tuple(shape))
+    _complete_dss_solution(out)
     if data is not None:
         update_datarange(out, data)
     if np.dtype(dtype) == np.uint16:
@@ -104,6 +108,23 @@ def build_output_header(
         )
         out.insert("BZERO", ("BSCALE", 1, "default scaling factor"), after=True)
     return out
+
+
+def _complete_dss_solution(header: fits.Header) -> None:
+    """Give a DSS plate solution back its pixel size, which Siril renames on load.
+
+    Siril builds a WCS from a DSS plate solution (``CNPIX``, ``AMD*``, ``PLT*``) and hands
+    the image over with ``XPIXSZ`` but without ``XPIXELSZ``; given the DSS keywords back
+    without ``XPIXELSZ``, it drops the WCS altogether (issue 25). ``XPIXSZ`` was rescaled
+    with the image, and ``CNPIX`` too, so ``XPIXELSZ = XPIXSZ`` (``YPIXELSZ`` likewise)
+    makes the plate solution consistent with the rescaled WCS again.
+    """
+    if "CNPIX1" not in header or "XPIXELSZ" in header:
+        return
+    for dss, siril in (("XPIXELSZ", "XPIXSZ"), ("YPIXELSZ", "YPIXSZ")):
+        value = header.get(siril, header.get("XPIXSZ"))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            header[dss] = (float(value), "[um] pixel size (DSS), = the rescaled XPIXSZ")
 
 
 def siril_header_string(header: fits.Header) -> str:

@@ -26,6 +26,7 @@ import enum
 import importlib.util
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ from astropy.wcs import WCS
 
 from astrosleuth_astro import pipeline, siril
 from astrosleuth_astro.api import get_backend
+from astrosleuth_astro.pipeline import UpscaleOptions
 from astrosleuth_astro.sim import simulate, to_hdu
+from astrosleuth_astro.stretch import fit_stretch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "siril_scripts" / "AstroSleuth_Upscale.py"
 
@@ -71,8 +74,9 @@ class SirilConnectionError(SirilError):
 
 
 def siril_header_text(header: fits.Header) -> str:
-    """A header as ``get_image_fits_header()`` gives it: stripped cards + "\\n", then END."""
-    return "".join(card.image.rstrip() + "\n" for card in header.cards) + "END"
+    """A header as ``get_image_fits_header()`` gives it: stripped cards + "\\n", then END
+    and the C string's NUL (measured on Siril 1.4.4, issue 25)."""
+    return "".join(card.image.rstrip() + "\n" for card in header.cards) + "END\x00"
 
 
 class StandInSiril:
@@ -335,8 +339,12 @@ def test_header_string_format_parsed_like_siril_writes_it():
     h = siril_14_header((20, 30), sip=False)
     text = siril_header_text(h)
     # Siril appends the cards of a following table HDU; they are not this image's.
-    text = text[: -len("END")] + "XTENSION= 'BINTABLE'\nTTYPE1  = 'FLUX'\nEND"
-    parsed = siril.parse_siril_header(text)
+    assert text.endswith("END\x00")  # sirilpy 1.4's C string, NUL included
+    text = text[: -len("END\x00")] + "XTENSION= 'BINTABLE'\nTTYPE1  = 'FLUX'\nEND\x00"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy warned about an "END\x00" card
+        parsed = siril.parse_siril_header(text)
+    assert "END" not in parsed and not any("\x00" in k for k in parsed)
     assert parsed["CRPIX1"] == h["CRPIX1"] and parsed["EQUINOX"] == 2000.0
     assert "TTYPE1" not in parsed and "XTENSION" not in parsed
     assert len(parsed) == len(h)
@@ -681,3 +689,34 @@ def test_star_stages_show_in_sirils_progress_bar(tiny_net):
     assert all(0.0 <= f <= 1.0 for _, f in fake.progress)  # sirilpy refuses anything else
     stages = [f for m, f in fake.progress if m.endswith(("stars", "upscaling"))]
     assert stages[0] == 0.0  # detection starts before any tile
+
+
+def test_dss_plate_solution_gets_its_pixel_size_back():
+    """Siril hands a DSS plate over with XPIXSZ but not XPIXELSZ, and drops the WCS when the
+    DSS keywords come back without it (issue 25): the output header writes it again."""
+    h = siril_14_header((20, 30), sip=False)
+    h["CNPIX1"], h["CNPIX2"] = 716, 8444
+    h["AMDX1"], h["PLTSCALE"] = 67.1, 67.2
+    h["XPIXSZ"], h["YPIXSZ"] = 25.28, 25.28
+    out = siril.build_output_header(
+        h,
+        (40, 60),
+        np.float32,
+        stretch=fit_stretch(np.ones((4, 4)), "none"),
+        net=None,
+        options=UpscaleOptions(scale=2),
+    )
+    assert out["XPIXSZ"] == pytest.approx(12.64) and out["XPIXELSZ"] == pytest.approx(12.64)
+    assert out["YPIXELSZ"] == pytest.approx(12.64)
+    assert out["CNPIX1"] == 716 * 2 and out["AMDX1"] == 67.1  # plate mm: unchanged
+    # without DSS keywords nothing is added
+    del h["CNPIX1"], h["CNPIX2"]
+    plain = siril.build_output_header(
+        h,
+        (40, 60),
+        np.float32,
+        stretch=fit_stretch(np.ones((4, 4)), "none"),
+        net=None,
+        options=UpscaleOptions(scale=2),
+    )
+    assert "XPIXELSZ" not in plain
