@@ -89,7 +89,8 @@ class Manifest:
             return True
         text = json.dumps(self.as_dict(), indent=2) + "\n"
         try:
-            with atomic_output(self.path, overwrite=True) as tmp:
+            # rewritten every second: no directory listing for leftovers each time
+            with atomic_output(self.path, overwrite=True, clean_stale=False) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         except (AstroSleuthError, OSError) as exc:
             message = str(exc) if isinstance(exc, AstroSleuthError) else f"{self.path}: {exc}"

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
+from .files import format_bytes
 
 __all__ = [
     "TEMP_PREFIX",
@@ -260,7 +261,9 @@ def _commit(tmp: Path, out: Path, *, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike[str], *, overwrite: bool = False, clean_stale: bool = True
+) -> Iterator[Path]:
     """Write a file atomically: yield a temporary path, rename it onto ``path`` on success.
 
     Parameters
@@ -270,6 +273,10 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     overwrite : bool
         Replace ``path`` if it exists. Without it an existing file is never touched, not
         even when it appears while the output is being written.
+    clean_stale : bool
+        First remove what dead writers of ``path`` left (:func:`remove_stale_temps`; one
+        listing of the directory). A writer that rewrites the same small file often (a
+        batch manifest, every second) passes False.
 
     Yields
     ------
@@ -296,7 +303,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     ...     hdu.writeto(tmp)
     """
     out = check_output_path(path, overwrite=overwrite)
-    remove_stale_temps(out)  # what a killed earlier writer of this output left
+    if clean_stale:
+        remove_stale_temps(out)  # what a killed earlier writer of this output left
     tmp = _reserve_temp_name(out)
     try:
         yield tmp
@@ -315,7 +323,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
             free = _free(out.parent)
             raise InputError(
                 f"{out}: no space left on the output's device ({exc.strerror}) after writing "
-                f"{_mib(written)}; {_mib(free)} free in {str(out.parent)!r}"
+                f"{_size_text(written)}; {_size_text(free)} free in {str(out.parent)!r}"
             ) from None
         raise
 
@@ -324,8 +332,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def _mib(n: int | None) -> str:
-    return "? MiB" if n is None else f"{n / 2**20:.1f} MiB"
+def _size_text(n: int | None) -> str:
+    return "?" if n is None else format_bytes(n)
 
 
 def _size(path: Path) -> int | None:

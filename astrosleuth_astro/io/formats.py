@@ -469,13 +469,16 @@ def write_image(
     hwc = chw[0] if chw.shape[0] == 1 else np.moveaxis(chw, 0, -1)
     # Integer samples are written from [0, 1]: a picture's values are in its own units.
     full = like.normalised_by if like is not None and like.display_referred else None
-    unit = hwc / np.float32(full) if full else hwc
+
+    def unit() -> np.ndarray:
+        return hwc / np.float32(full) if full else hwc
+
     if fmt == "tiff":
         import tifffile
 
         src = like.source_dtype if like is not None else None
         if like is not None and like.format == "tiff" and like.display_referred:
-            out = _to_uint(unit, np.dtype(src))
+            out = _to_uint(unit(), np.dtype(src))
         else:
             out = np.ascontiguousarray(hwc, dtype=np.float32)
         photometric = "minisblack" if out.ndim == 2 else "rgb"
@@ -489,14 +492,14 @@ def write_image(
         eight_bit = like is not None and np.dtype(like.source_dtype).itemsize == 1
         with atomic_output(path, overwrite=overwrite) as tmp:
             if eight_bit:
-                Image.fromarray(_to_uint(unit, np.dtype(np.uint8))).save(tmp, format="PNG")
+                Image.fromarray(_to_uint(unit(), np.dtype(np.uint8))).save(tmp, format="PNG")
             else:
-                tmp.write_bytes(encode_png16(_to_uint(unit, np.dtype(np.uint16))))
+                tmp.write_bytes(encode_png16(_to_uint(unit(), np.dtype(np.uint16))))
         return Path(path)
 
     # JPEG
     with atomic_output(path, overwrite=overwrite) as tmp:
-        Image.fromarray(_to_uint(unit, np.dtype(np.uint8))).save(
+        Image.fromarray(_to_uint(unit(), np.dtype(np.uint8))).save(
             tmp, format="JPEG", quality=JPEG_QUALITY, subsampling=0
         )
     return Path(path)

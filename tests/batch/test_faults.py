@@ -112,11 +112,11 @@ def _failing_writes(monkeypatch, fail):
     """Make the manifest's writes fail while ``fail(n)`` is true (n: the write's number)."""
     calls = [0]
 
-    def writer(path, overwrite=False):
+    def writer(path, **kwargs):
         calls[0] += 1
         if fail(calls[0]):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return atomic_output(path, overwrite=overwrite)
+        return atomic_output(path, **kwargs)
 
     monkeypatch.setattr(manifest_module, "atomic_output", writer)
     return calls
