@@ -276,6 +276,8 @@ class UpscaleReport:
     shape_in: list[int]
     shape_out: list[int]
     seconds: float = 0.0
+    #: Why ``--stretch auto`` read a FITS file or array as display-referred ("" otherwise).
+    stretch_reason: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -429,7 +431,7 @@ def input_stretch(image: LoadedImage, stretch: str | Stretch) -> Stretch:
         return stretch
     if image.display_referred and image.normalised_by and stretch in ("auto", "none"):
         return display_stretch(image.channels, image.normalised_by)
-    return fit_stretch(image.data, stretch)
+    return fit_stretch(image.data, stretch, linear_first=True)
 
 
 def upscale_image(
@@ -493,6 +495,7 @@ def upscale_image(
         backend=getattr(net, "name", "custom"),
         scale=scale,
         stretch=fitted.kind,
+        stretch_reason=fitted.reason,
         shape_in=list(np.shape(data)),
         shape_out=list(out_shape),
         seconds=round(time.perf_counter() - start, 3),

@@ -46,7 +46,9 @@ from scipy import ndimage
 from .errors import OptionError
 from .stretch import Stretch, background_stats
 
-CONSERVE_MODES = ("off", "sources", "all")
+CONSERVE_MODES = ("off", "consistent", "sources", "all")
+#: The mode every entry point uses unless told otherwise.
+DEFAULT_MODE = "consistent"
 #: A pixel holds a source when the network puts it this many background sigmas above the
 #: background.
 SOURCE_SIGMA = 5.0
@@ -55,8 +57,11 @@ SOURCE_GROW = 1
 
 
 def resolve_mode(value: bool | str | None) -> str:
-    """``conserve_flux`` as one of :data:`CONSERVE_MODES` (``True`` means ``"sources"``)."""
-    if value is None or value is False:
+    """``conserve_flux`` as one of :data:`CONSERVE_MODES`: ``None`` is the default
+    (:data:`DEFAULT_MODE`), ``False`` ``"off"`` and ``True`` ``"sources"``."""
+    if value is None:
+        return DEFAULT_MODE
+    if value is False:
         return "off"
     if value is True:
         return "sources"
@@ -194,9 +199,9 @@ def conserve_flux(
         of it, everywhere); a boolean mask selects pixels to make exact.
     scale : int
         Output pixels per input pixel along each axis.
-    bounds : (ndarray, ndarray), each shape (C,), optional
-        Per-channel range no corrected pixel may leave (the input's minimum and maximum,
-        for example: a core cannot be pushed past saturation). The flux a pixel cannot
+    bounds : (ndarray, ndarray), each shape (C,) or shaped like ``native``, optional
+        Range no corrected pixel may leave, per channel (the input's minimum and maximum,
+        for example: a core cannot be pushed past saturation) or per output pixel. The flux a pixel cannot
         take goes to the others in its footprint; this is always possible when every
         ``lr`` value lies inside the range. Pixels already outside it stay where they are.
 
@@ -221,7 +226,14 @@ def conserve_flux(
             continue
         view = native[c].reshape(h, scale, w, scale)
         x = view[rows, :, cols, :]  # (K, scale, scale), a copy
-        bounds_c = None if bounds is None else (bounds[0][c], bounds[1][c])
+        bounds_c = None
+        if bounds is not None:
+            bounds_c = tuple(
+                _gather(np.asarray(bd)[c], rows, cols, h, w, scale)
+                if np.ndim(bd) == 3
+                else np.float64(np.asarray(bd)[c])
+                for bd in bounds
+            )
         fixed = _conserve_blocks(
             x, lr[c, rows, cols], g[c, rows, cols], stretch.select([c]), bounds_c
         )
@@ -280,14 +292,22 @@ def keep_sky_level(
     return offsets
 
 
+def _gather(
+    img: np.ndarray, rows: np.ndarray, cols: np.ndarray, h: int, w: int, scale: int
+) -> np.ndarray:
+    """The footprints ``(K, scale, scale)`` of input pixels ``(rows, cols)`` of one channel."""
+    return np.asarray(img).reshape(h, scale, w, scale)[rows, :, cols, :].astype(np.float64)
+
+
 def _conserve_blocks(
     blocks: np.ndarray,
     lr: np.ndarray,
     gain: np.ndarray,
     stretch: Stretch,
-    bounds: tuple[float, float] | None,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
 ) -> np.ndarray:
-    """:func:`conserve_flux` on gathered footprints ``(K, s, s)`` of one channel."""
+    """:func:`conserve_flux` on gathered footprints ``(K, s, s)`` of one channel;
+    ``bounds`` are scalars or gathered like the footprints."""
     x0 = np.asarray(blocks, dtype=np.float64)
     x = x0.copy()
     start = x.mean(axis=(1, 2))
@@ -298,7 +318,7 @@ def _conserve_blocks(
     if bounds is None:
         share = weight / weight.mean(axis=(1, 2), keepdims=True)
         return x + share * (target - start)[:, None, None]
-    lo, hi = float(bounds[0]), float(bounds[1])
+    lo, hi = bounds
     cap, floor = np.maximum(hi, x0), np.minimum(lo, x0)  # pixels already out stay put
     free_up, free_down = x < hi, x > lo
     # Each round fills what the last one could not place (pixels that reached a bound);

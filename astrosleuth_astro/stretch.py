@@ -47,6 +47,10 @@ SHADOWS_CLIP = -2.8
 ASINH_SOFTENING_SIGMA = 3.0
 #: Normalised background level above which data is taken to be display-referred already.
 STRETCHED_BACKGROUND = 0.08
+#: Linear-first ``"auto"`` (:func:`linear_auto`) reads data in [0, 1] as display-referred
+#: only when its background is above this fraction of full scale (Siril's autostretch puts
+#: it at 0.25; a linear frame's sky is rarely this bright).
+DISPLAY_BACKGROUND = 0.15
 #: Data in [0, 1] whose brightest pixel stays below this is linear, however its histogram
 #: looks: a faint uint16 frame that Siril made float (``set32bits``) peaks near 0.01, and
 #: read as a picture the network saw it at 1 % of its range (median 0.75 of the input).
@@ -133,6 +137,8 @@ class Stretch:
     black: np.ndarray
     white: np.ndarray
     param: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    #: Why ``"auto"`` chose this kind, when the choice needs saying (empty otherwise).
+    reason: str = field(default="", compare=False)
 
     # -- helpers -----------------------------------------------------------------------
     def _col(self, values: np.ndarray, ndim: int) -> np.ndarray:
@@ -311,7 +317,40 @@ def display_stretch(channels: int, full_scale: float) -> Stretch:
     return Stretch("none", black, np.full(channels, float(full_scale)), black.copy())
 
 
-def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
+def linear_auto(data: np.ndarray) -> tuple[str, str]:
+    """What ``"auto"`` picks for data that is linear unless the evidence is strong.
+
+    FITS files and arrays (raw frames with a bias pedestal, dead pixels at 0, stacks) are
+    linear: ``"mtf"``. Only data inside [0, 1] (or 8-bit integers) whose background sits
+    above :data:`DISPLAY_BACKGROUND` of full scale is read as a stretched picture
+    (``"none"``), and the reason says so.
+
+    Returns
+    -------
+    kind : {"mtf", "none"}
+    reason : str
+        Empty for ``"mtf"``; one sentence naming the evidence and the flag that
+        overrides it for ``"none"``.
+    """
+    chw = _as_chw(data)
+    lo, hi = _range(chw)
+    full = 255.0 if chw.dtype == np.uint8 else 1.0
+    if not (np.nanmin(lo) >= 0.0 and np.nanmax(hi) <= full):
+        return "mtf", ""
+    med, _ = background_stats(chw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        level = float(np.nanmedian(med)) / full
+    if not level > DISPLAY_BACKGROUND:
+        return "mtf", ""
+    span = "[0, 255]" if full == 255.0 else "[0, 1]"
+    return "none", (
+        f"values in {span} with the background at {level:.2f} of full scale: read as "
+        "display-referred (already stretched); --stretch mtf reads them as linear"
+    )
+
+
+def fit_stretch(data: np.ndarray, kind: str = "auto", linear_first: bool = False) -> Stretch:
     """Fit a stretch to an image.
 
     Parameters
@@ -319,6 +358,10 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
     data : ndarray, shape (H, W) or (C, H, W)
         The image, linear or display-referred, in any units. NaN/inf pixels are ignored.
     kind : {"auto", "mtf", "asinh", "none"}
+    linear_first : bool
+        ``"auto"`` reads the data as linear unless the evidence is strong
+        (:func:`linear_auto`, for FITS files and arrays); otherwise by the background's
+        place in the data range (:func:`looks_stretched`).
 
     Returns
     -------
@@ -331,6 +374,9 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
     chw = _as_chw(data)
     lo, hi = _range(chw)
     stats = None
+    reason = ""
+    if kind == "auto" and linear_first:
+        kind, reason = linear_auto(chw)
     if kind == "auto":
         # The background statistics are the costly part (a sigma-clipped sample): one
         # computation serves both the choice and the fit.
@@ -344,7 +390,9 @@ def fit_stretch(data: np.ndarray, kind: str = "auto") -> Stretch:
         # Display-referred data already in [0, 1] is passed through untouched.
         black = np.where(lo >= 0.0, 0.0, lo)
         white = np.where(hi <= 1.0, 1.0, hi)
-        return Stretch("none", black, white, np.zeros_like(black))
+        if chw.dtype == np.uint8:
+            white = np.full_like(black, 255.0)
+        return Stretch("none", black, white, np.zeros_like(black), reason=reason)
 
     med, sigma = background_stats(chw) if stats is None else stats
     med = np.where(np.isfinite(med), med, lo)

@@ -39,12 +39,13 @@ Use with pyscript (scripts, siril-cli)
 
     pyscript AstroSleuth_Upscale.py [-model=NAME|FILE] [-scale=1|2|3|4]
         [-stretch=auto|mtf|asinh|none] [-protect_stars] [-protect_strength=X]
-        [-conserve_flux[=sources|all]]
+        [-conserve_flux[=consistent|sources|all|off]]
         [-luminance_only] [-device=cpu|gpu] [-tile=N]
         [-star_strength=X] [-detail_strength=X] [-spikes_strength=X]
         [-cond_strength=X] [-color_matching]
 
-Defaults: ``-model=default -scale=4 -stretch=auto -device=cpu``.
+Defaults: ``-model=default -scale=4 -stretch=auto -conserve_flux=consistent -device=cpu``
+(a bare ``-conserve_flux`` means ``sources``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ REQUIRED_SIRIL = "1.4.0"
 
 SCALES = (1, 2, 3, 4)
 STRETCHES = ("auto", "mtf", "asinh", "none")
+#: Consistency with the data (astrosleuth_astro.conserve.CONSERVE_MODES), default first.
+CONSERVE_MODES = ("consistent", "sources", "all", "off")
 DEVICES = ("cpu", "gpu")
 
 
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-protect_stars", action="store_true")
     p.add_argument("-protect_strength", type=float, default=None)
     p.add_argument(
-        "-conserve_flux", nargs="?", const="sources", default=None, choices=("sources", "all")
+        "-conserve_flux", nargs="?", const="sources", default=None, choices=CONSERVE_MODES
     )
     p.add_argument("-luminance_only", action="store_true")
     p.add_argument("-device", default="cpu", type=str.lower, choices=DEVICES)
@@ -211,7 +214,7 @@ def run_dialog(siril) -> int:
         "scale": tk.IntVar(value=4),
         "stretch": tk.StringVar(value="auto"),
         "protect_stars": tk.BooleanVar(value=False),
-        "conserve_flux": tk.BooleanVar(value=False),
+        "conserve_flux": tk.StringVar(value=CONSERVE_MODES[0]),
         "protect_strength": tk.DoubleVar(value=1.0),
         "luminance_only": tk.BooleanVar(value=False),
         "device": tk.StringVar(value="cpu"),
@@ -297,12 +300,17 @@ def run_dialog(siril) -> int:
         protect.state(["disabled"])
         strength.state(["disabled"])
         tip(protect, "Star protection needs a newer astrosleuth-astro.")
-    keep = ttk.Checkbutton(opts, text="Conserve flux", variable=v["conserve_flux"])
-    keep.grid(row=row, column=0, columnspan=2, sticky="w", pady=2)
+    keep = ttk.Combobox(
+        opts, textvariable=v["conserve_flux"], values=CONSERVE_MODES, state="readonly", width=10
+    )
+    ttk.Label(opts, text="Consistency:").grid(row=row, column=0, sticky="w", pady=2)
+    keep.grid(row=row, column=1, sticky="w", pady=2)
     tip(
         keep,
-        "Give stars and other sources their flux back exactly: binning the result "
-        "back to the original size gives the original pixels there.",
+        "consistent: binning the result back to the original size gives the original "
+        "pixels on stars and sources, and the sky within its noise (no offset). "
+        "sources: the same with one constant sky offset. all: exact at every pixel. "
+        "off: the network as it is.",
     )
     row += 1
     lum = ttk.Checkbutton(opts, text="Luminance only (colour images)", variable=v["luminance_only"])
@@ -360,7 +368,7 @@ def run_dialog(siril) -> int:
             "protect_strength": round(float(v["protect_strength"].get()), 3)
             if v["protect_stars"].get() and star_ok
             else None,
-            "conserve_flux": "sources" if v["conserve_flux"].get() else None,
+            "conserve_flux": v["conserve_flux"].get(),
             "luminance_only": bool(v["luminance_only"].get()),
             "device": v["device"].get(),
             "tile": None,

@@ -29,6 +29,8 @@ LAYERS = {
     "archs": 1,
     "models": 2,
     "conserve": 2,
+    "consistency": 3,
+    "defects": 1,
     "stars": 2,
     "stars.protect": 3,
     "preview": 2,

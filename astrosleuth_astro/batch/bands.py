@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..api import input_stretch, upscaled_header
-from ..conserve import source_levels
+from ..conserve import DEFAULT_MODE, source_levels
 from ..engine.tiles import (
     choose_tile,
     iter_tile_rows,
@@ -51,7 +51,7 @@ from ..pipeline import (
     Prepared,
     UpscaleOptions,
     band_rows,
-    finish_band,
+    finish_bands,
     mono_net,
     prepare,
 )
@@ -118,7 +118,7 @@ class BandTask:
     out_hw: tuple[int, int]
     #: Flux conservation (:mod:`astrosleuth_astro.conserve`): mode, the whole input's
     #: background, noise and source level per channel, and the filled linear input.
-    conserve_flux: str = "off"
+    conserve_flux: str = DEFAULT_MODE
     flux_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     work: str | None = None
     hi: np.ndarray | None = None
@@ -207,7 +207,7 @@ def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int 
     prep = prepare(image.restore_shape(image.data), input_stretch(image, opts.stretch))
     n_ch, h, w = prep.chw.shape
     flux_mode = opts.conserve_flux
-    levels = source_levels(prep.chw) if flux_mode == "sources" else None
+    levels = source_levels(prep.chw) if flux_mode != "off" else None
 
     scratch = Path(
         tempfile.mkdtemp(
@@ -293,7 +293,12 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
         )
     }
     aux["stretched"] = stretched
-    edges = list(range(a, b, band_rows(w))) + [b]
+    prep, flux = _band_prep(task, aux)
+    step = band_rows(w)
+    # Consistency reads rows around each band: the task also runs whole post-processing
+    # bands of context on each side (the pipeline's own bands, so the values agree).
+    extra = 0 if flux is None else -(-flux.context // step) * step
+    a0, b0 = max(0, a - extra), min(h, b + extra)
     fd = os.open(task.target, os.O_WRONLY)
     rows_gen = iter_tile_rows(
         stretched,
@@ -302,30 +307,23 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
         tile=task.tile,
         pad=task.pad,
         batch_size=task.batch_size,
-        rows=(n * a, n * b),  # the engine computes only the batches these rows need
+        rows=(n * a0, n * b0),  # the engine computes only the batches these rows need
     )
     try:
-        k = 0
-        s0, s1 = edges[0], edges[1]
-        buf = np.empty((n_ch, n * (s1 - s0), n * w), dtype=np.float32)
-        for y0, rows in rows_gen:
-            y1 = y0 + rows.shape[1]
-            while k < len(edges) - 1:
-                r0, r1 = n * s0, n * s1
-                lo, hi = max(y0, r0), min(y1, r1)
-                if hi > lo:
-                    buf[:, lo - r0 : hi - r0] = rows[:, lo - y0 : hi - y0]
-                if y1 < r1:
-                    break  # this post-processing band needs more rows
-                _write_rows(fd, task, s0, s1, _finish_rows(task, s0, s1, buf, aux))
-                k += 1
-                if k < len(edges) - 1:
-                    s0, s1 = edges[k], edges[k + 1]
-                    buf = np.empty((n_ch, n * (s1 - s0), n * w), dtype=np.float32)
-            if k >= len(edges) - 1:
-                break
-        if k < len(edges) - 1:
-            raise RuntimeError(f"band {task.rows}: the engine stopped at row {k}")
+        finished = finish_bands(
+            prep,
+            _sub_bands(rows_gen, a0, b0, step, n_ch, n * w),
+            task.scale,
+            luminance_only=task.luminance_only,
+            flux=flux,
+            emit=(a, b),
+        )
+        done = a
+        for s0, s1, out_rows in finished:
+            _write_rows(fd, task, s0, s1, out_rows)
+            done = s1
+        if done != b:
+            raise RuntimeError(f"band {task.rows}: the engine stopped at row {done}")
         os.fsync(fd)
     finally:
         rows_gen.close()
@@ -338,14 +336,12 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     }
 
 
-def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) -> np.ndarray:
-    """Steps 3-8 of the pipeline for input rows ``[a, b)`` (the pipeline's own
-    :func:`~astrosleuth_astro.pipeline.finish_band`), with the whole-image values that the
-    client prepared."""
-
+def _band_prep(task: BandTask, aux: dict) -> tuple[Prepared, FluxKeeper | None]:
+    """The pipeline's :class:`~astrosleuth_astro.pipeline.Prepared` and consistency step,
+    from the whole-image values that the client prepared."""
     prep = Prepared(
         chw=aux["orig"],
-        # The filled linear input, which only flux conservation reads after preparation.
+        # The filled linear input, which only the consistency step reads after preparation.
         work=aux["work"] if aux["work"] is not None else aux["stretched"],
         bad=aux["bad"],
         stretch=task.stretch,
@@ -359,7 +355,33 @@ def _finish_rows(task: BandTask, a: int, b: int, band: np.ndarray, aux: dict) ->
     flux = None
     if task.conserve_flux != "off":
         flux = FluxKeeper(prep, task.conserve_flux, task.flux_levels)
-    return finish_band(prep, band, (a, b), task.scale, task.luminance_only, flux=flux)
+    return prep, flux
+
+
+def _sub_bands(rows_gen, a: int, b: int, step: int, n_ch: int, width: int):
+    """The engine's output rows regrouped into the pipeline's post-processing bands
+    ``(s0, s1, native rows)`` of input rows ``[a, b)``."""
+    n = NATIVE_SCALE
+    edges = list(range(a, b, step)) + [b]
+    k = 0
+    s0, s1 = edges[0], edges[1]
+    buf = np.empty((n_ch, n * (s1 - s0), width), dtype=np.float32)
+    for y0, rows in rows_gen:
+        y1 = y0 + rows.shape[1]
+        while k < len(edges) - 1:
+            r0, r1 = n * s0, n * s1
+            lo, hi = max(y0, r0), min(y1, r1)
+            if hi > lo:
+                buf[:, lo - r0 : hi - r0] = rows[:, lo - y0 : hi - y0]
+            if y1 < r1:
+                break  # this post-processing band needs more rows
+            yield s0, s1, buf
+            k += 1
+            if k < len(edges) - 1:
+                s0, s1 = edges[k], edges[k + 1]
+                buf = np.empty((n_ch, n * (s1 - s0), width), dtype=np.float32)
+        if k >= len(edges) - 1:
+            return
 
 
 def _write_rows(fd: int, task: BandTask, a: int, b: int, lin: np.ndarray) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from ..conserve import DEFAULT_MODE
 from ..errors import AstroSleuthError, InputError
 from ..io import read_image
 from ..io.atomic import remove_stale_temps as io_remove_stale_temps
@@ -138,7 +139,7 @@ def output_state(
     sha256: str,
     scale: int,
     stretch: str = "auto",
-    conserve_flux: str = "off",
+    conserve_flux: str = DEFAULT_MODE,
 ) -> str:
     """Whether an existing output can be kept.
 
@@ -183,7 +184,7 @@ def output_state(
 
 
 def _fits_state(
-    path: Path, shape, sha256: str, scale: int, stretch: str, conserve_flux: str = "off"
+    path: Path, shape, sha256: str, scale: int, stretch: str, conserve_flux: str = DEFAULT_MODE
 ) -> str:
     compressed = str(path).lower().endswith((".gz", ".fz"))
     try:

@@ -16,14 +16,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_conserve_flux(p: argparse.ArgumentParser, help_text: str) -> None:
+def add_conserve_flux(p: argparse.ArgumentParser, help_text: str, default: str = "off") -> None:
     """``--conserve-flux [MODE]``: a bare flag means ``sources``; checked by ``resolve_mode``
     (one clear line, exit 2) rather than by argparse ``choices``."""
     p.add_argument(
         "--conserve-flux",
         nargs="?",
         const="sources",
-        default="off",
+        default=default,
         metavar="MODE",
         help=help_text,
     )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .._version import __version__
+from ..conserve import DEFAULT_MODE
 from ..errors import InputError
 from .common import add_conserve_flux, progress_bar
 
@@ -58,9 +59,11 @@ def add_upscale(sub) -> None:
     )
     add_conserve_flux(
         p,
-        "give input pixels their flux back (binning the output by 4 gives the input "
-        "there): 'sources' (the default MODE) for stars and other sources above 5 sigma, "
-        "'all' for every pixel, 'off' (default: off)",
+        "consistency with the data (binning the output by the scale gives the input): "
+        "'consistent' (default) exact on sources above 5 sigma and unbiased, within the "
+        "noise, on the sky; 'sources' (a bare flag) the same with one sky offset per "
+        "channel; 'all' exact at every pixel; 'off' the raw network",
+        default=DEFAULT_MODE,
     )
     nxt = p.add_argument_group("NEXT model options (AstroSleuthNEXT only)")
     nxt.add_argument("--star-strength", type=float, metavar="X", help="star conditioning, -1..1")
@@ -174,6 +177,8 @@ def _cmd_upscale(args) -> int:
                 image, dst, net, options, overwrite=args.overwrite, progress=progress, stage=stage
             )
         reports.append(report)
+        if report.stretch_reason and not args.quiet:
+            print(f"{src}: {report.stretch_reason}", file=sys.stderr)
         if not args.quiet and not args.json:
             print(f"{src} -> {dst} ({report.seconds:.1f} s)", file=sys.stderr)
     if args.json:

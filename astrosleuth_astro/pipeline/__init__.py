@@ -41,8 +41,9 @@ from .finish import (
     FluxKeeper,
     band_rows,
     clock,
-    finish_band,
+    finish_bands,
     finish_rows,
+    linear_band,
     to_linear,
 )
 from .options import BACKENDS, UpscaleOptions
@@ -68,7 +69,8 @@ __all__ = [
     "has_finite",
     "band_rows",
     "clock",
-    "finish_band",
+    "finish_bands",
+    "linear_band",
     "finish_rows",
     "mono_net",
     "prepare",

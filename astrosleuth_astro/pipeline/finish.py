@@ -8,21 +8,14 @@ finished the same wherever it runs (here, or on a Dask worker).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..conserve import (
-    SOURCE_GROW,
-    block_mean,
-    keep_sky_level,
-    source_gain,
-    source_levels,
-    source_mask,
-)
-from ..conserve import conserve_flux as _conserve_flux
+from ..conserve import block_mean, source_levels
+from ..consistency import CONTEXT_ROWS, make_consistent
 from ..resample import (
     NATIVE_SCALE,
     add_upsampled_bilinear,
@@ -103,19 +96,24 @@ def to_linear(
 
 
 class FluxKeeper:
-    """Step 7 band by band: :func:`~astrosleuth_astro.conserve.conserve_flux` on the
-    native 4x rows of input rows ``[a, b)``, with the source levels measured once on the
-    whole input (so bands agree) and the source mask grown across band edges.
+    """Step 7 band by band: the output made consistent with the input
+    (:func:`~astrosleuth_astro.consistency.make_consistent`) on the native 4x rows of input
+    rows ``[a, b)``, with the source levels measured once on the whole input (so bands
+    agree) and :data:`~astrosleuth_astro.consistency.CONTEXT_ROWS` input rows of context
+    on each side.
 
     Parameters
     ----------
     prep : Prepared
-    mode : {"sources", "all"}
+    mode : {"consistent", "sources", "all"}
     levels : (ndarray, ndarray, ndarray), optional
         Background, noise and source level per channel (default:
         :func:`~astrosleuth_astro.conserve.source_levels` of the whole input); a banded
         run passes the ones its client measured.
     """
+
+    #: Input rows of context a band's correction reads on each side.
+    context = CONTEXT_ROWS
 
     def __init__(
         self,
@@ -124,31 +122,33 @@ class FluxKeeper:
         levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.prep, self.mode = prep, mode
-        if mode == "sources" and levels is None:
-            levels = source_levels(prep.chw)
-        self.levels = levels
-        self.grow = SOURCE_GROW if mode == "sources" else 0
+        self.levels = source_levels(prep.chw) if levels is None else levels
 
-    def apply(self, lin: np.ndarray, a: int, b: int) -> np.ndarray:
-        prep, g = self.prep, self.grow
+    def apply(
+        self, lin: np.ndarray, a: int, b: int, level: np.ndarray, level_row0: int = 0
+    ) -> np.ndarray:
+        """Correct ``lin`` (native rows of input rows ``[a, b)``) in place.
+
+        ``level[:, r - level_row0]`` is the network's footprint mean of input row ``r``,
+        for every row within :attr:`context` of the band.
+        """
+        prep, k = self.prep, self.context
         h = prep.stretched.shape[-2]
-        lo, hi = max(0, a - g), min(h, b + g)
-        ctx = np.asarray(prep.work[:, lo:hi, :], dtype=np.float32)
-        rows = slice(a - lo, a - lo + (b - a))
-        gain = level = None
-        if self.mode == "sources":
-            support = source_mask(ctx, self.levels[2], g)[:, rows]
-            level = block_mean(lin, NATIVE_SCALE)  # the network's value per input pixel
-            gain = source_gain(level, *self.levels, support)
-        good = None if prep.bad is None else ~np.asarray(prep.bad[:, a:b, :])
-        if good is not None:
-            gain = good if gain is None else np.where(good, gain, 0.0)
-        lr = ctx[:, rows]
-        if self.mode == "sources":
-            sky = gain == 0 if good is None else (gain == 0) & good
-            keep_sky_level(lin, lr, sky, NATIVE_SCALE, level)
-        bounds = None if prep.hi is None else (prep.lo, prep.hi)
-        return _conserve_flux(lin, lr, prep.stretch, gain, NATIVE_SCALE, bounds)
+        lo, hi = max(0, a - k), min(h, b + k)
+        lr = np.asarray(prep.work[:, lo:hi, :], dtype=np.float32)
+        good = None if prep.bad is None else ~np.asarray(prep.bad[:, lo:hi, :])
+        return make_consistent(
+            lin,
+            lr,
+            level[:, lo - level_row0 : hi - level_row0],
+            (a - lo, b - lo),
+            self.mode,
+            self.levels,
+            prep.stretch,
+            good,
+            NATIVE_SCALE,
+            limits=(prep.lo, prep.hi),
+        )
 
 
 def finish_rows(prep: Prepared, lin: np.ndarray, rows: tuple[int, int], scale: int) -> np.ndarray:
@@ -183,30 +183,52 @@ def clock(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def finish_band(
+def linear_band(
     prep: Prepared,
     band: np.ndarray,
     rows: tuple[int, int],
+    luminance_only: bool = False,
+    protector: StarProtector | None = None,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Steps 3-6 for input rows ``rows``: the network's band in linear units, stars
+    repaired (:func:`to_linear`, then ``protector``)."""
+    a, b = rows
+    with clock(timings, "inverse"):
+        lin = to_linear(prep, band, rows, luminance_only=luminance_only)
+    if protector is not None:
+        with clock(timings, "stars"):
+            protector.apply(lin, a, b)
+    return lin
+
+
+def finish_bands(
+    prep: Prepared,
+    bands: Iterable[tuple[int, int, np.ndarray]],
     scale: int,
+    *,
     luminance_only: bool = False,
     protector: StarProtector | None = None,
     flux: FluxKeeper | None = None,
+    emit: tuple[int, int] | None = None,
     timings: dict[str, float] | None = None,
-) -> np.ndarray:
-    """Steps 3-8 for input rows ``rows``: the final output rows from the network's band.
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Steps 3-8 for consecutive bands of rows: the final output rows, band by band.
 
-    The one sequence every runner applies to a band (:func:`~astrosleuth_astro.pipeline.
+    The one sequence every runner applies (:func:`~astrosleuth_astro.pipeline.
     upscale_array` here, the Dask band workers there): inverse stretch and clipped
-    residual (:func:`to_linear`), star protection, flux conservation, resampling to the
-    output scale and the restored pixels (:func:`finish_rows`).
+    residual (:func:`to_linear`), star protection, consistency with the input
+    (``flux``), resampling to the output scale and the restored pixels
+    (:func:`finish_rows`). The consistency step reads :attr:`FluxKeeper.context` rows
+    around each band, so a band is finished once the bands after it are linear: at most
+    that many rows of linear bands are held.
 
     Parameters
     ----------
     prep : Prepared
-    band : ndarray, shape (C, 4*(b-a), 4*W)
-        The network's native output for input rows ``[a, b)``, every column.
-    rows : (int, int)
-        ``(a, b)``.
+    bands : iterable of (int, int, ndarray)
+        ``(a, b, band)``: the network's native output ``(C, 4*(b-a), 4*W)`` for input
+        rows ``[a, b)``, consecutive, in order.
     scale : int
         The output scale.
     luminance_only : bool
@@ -214,17 +236,55 @@ def finish_band(
     protector : StarProtector, optional
         Prepared on the whole image (star protection).
     flux : FluxKeeper, optional
-        Flux conservation, with levels measured on the whole input.
+        Consistency, with levels measured on the whole input.
+    emit : (int, int), optional
+        Only yield the bands inside these input rows (the others are context).
     timings : dict, optional
         Seconds added to ``"inverse"`` and ``"stars"``.
+
+    Yields
+    ------
+    (int, int, ndarray)
+        ``(a, b, rows)``, the output rows ``(C, scale*(b-a), scale*W)``.
     """
-    a, b = rows
+    lo_emit, hi_emit = emit if emit is not None else (0, prep.stretched.shape[-2])
+    if flux is None:
+        for a, b, band in bands:
+            if lo_emit <= a < hi_emit:
+                lin = linear_band(prep, band, (a, b), luminance_only, protector, timings)
+                with clock(timings, "inverse"):
+                    yield a, b, finish_rows(prep, lin, (a, b), scale)
+        return
+    level_rows: dict[int, np.ndarray] = {}  # first row -> footprint means of a band
+    pending: list[tuple[int, int, np.ndarray]] = []
+    for a, b, band in bands:
+        lin = linear_band(prep, band, (a, b), luminance_only, protector, timings)
+        with clock(timings, "inverse"):
+            level_rows[a] = block_mean(lin, NATIVE_SCALE).astype(np.float32)
+        if lo_emit <= a < hi_emit:
+            pending.append((a, b, lin))
+        while pending and pending[0][1] + flux.context <= b:
+            yield _finish_pending(prep, pending.pop(0), level_rows, scale, flux, timings)
+    while pending:
+        yield _finish_pending(prep, pending.pop(0), level_rows, scale, flux, timings)
+
+
+def _finish_pending(
+    prep: Prepared,
+    item: tuple[int, int, np.ndarray],
+    level_rows: dict[int, np.ndarray],
+    scale: int,
+    flux: FluxKeeper,
+    timings: dict[str, float] | None,
+) -> tuple[int, int, np.ndarray]:
+    """One band of :func:`finish_bands` whose context is complete."""
+    a, b, lin = item
     with clock(timings, "inverse"):
-        lin = to_linear(prep, band, rows, luminance_only=luminance_only)
-    if protector is not None:
-        with clock(timings, "stars"):
-            protector.apply(lin, a, b)
-    with clock(timings, "inverse"):
-        if flux is not None:
-            flux.apply(lin, a, b)
-        return finish_rows(prep, lin, rows, scale)
+        starts = sorted(level_rows)
+        level = np.concatenate([level_rows[r] for r in starts], axis=1)
+        flux.apply(lin, a, b, level, starts[0])
+        # Bands wholly before this one's context are no longer needed.
+        for r in starts:
+            if level_rows[r].shape[1] + r + flux.context <= a:
+                del level_rows[r]
+        return a, b, finish_rows(prep, lin, (a, b), scale)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conserve import resolve_mode
+from ..conserve import DEFAULT_MODE, resolve_mode
 from ..engine.backends import BACKENDS
 from ..engine.precision import PRECISIONS
 from ..engine.tiles import DEFAULT_BATCH_SIZE
@@ -101,7 +101,7 @@ class UpscaleOptions:
     luminance_only: bool = False
     protect_stars: bool = False
     protect_strength: float = 1.0
-    conserve_flux: str = "off"
+    conserve_flux: str = DEFAULT_MODE
     model_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:

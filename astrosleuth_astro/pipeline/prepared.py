@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defects import HeldPixels
+from ..defects import scan as scan_defects
 from ..errors import InputError
-from ..stretch import Stretch, fit_stretch
+from ..stretch import Stretch, background_stats, fit_stretch
 
 
 def as_chw(data: np.ndarray, name: str = "input") -> tuple[np.ndarray, bool]:
@@ -38,19 +40,6 @@ def as_chw(data: np.ndarray, name: str = "input") -> tuple[np.ndarray, bool]:
     return arr, was_2d
 
 
-def _channel_fill(chw: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Per-channel value used in place of non-finite pixels: the median of the rest."""
-    fill = np.zeros(chw.shape[0], dtype=np.float32)
-    for c in range(chw.shape[0]):
-        step = max(1, int(np.sqrt(chw[c].size / 1_000_000)))
-        sample = chw[c, ::step, ::step]
-        sample = sample[~bad[c, ::step, ::step]]
-        if sample.size == 0:  # the subsample missed the few finite pixels
-            sample = chw[c][~bad[c]]
-        fill[c] = np.median(sample) if sample.size else 0.0
-    return fill
-
-
 @dataclass
 class Prepared:
     """What the pipeline derives from the whole input before the network runs.
@@ -64,9 +53,12 @@ class Prepared:
     chw : ndarray, shape (C, H, W)
         The input as given (non-finite pixels included).
     work : ndarray, shape (C, H, W), float32
-        The input with non-finite pixels replaced by the channel's median.
+        What the network is given: the input, with non-finite pixels replaced by the
+        median of their finite neighbours (the channel's median where none is), and
+        defects by their neighbours' median (:mod:`~astrosleuth_astro.defects`).
     bad : ndarray of bool or None
-        Where the input is not finite (None when it is finite everywhere).
+        The held pixels, whose output blocks are the input's own value: non-finite
+        pixels, defects and clipped pixels (None when there is none).
     stretch : Stretch
     stretched : ndarray, shape (C, H, W), float32
         ``stretch.forward(work)``: what the network sees.
@@ -177,7 +169,7 @@ def has_finite(data: np.ndarray) -> bool:
 
 
 def _channel_fill_lazy(chw: np.ndarray) -> np.ndarray:
-    """:func:`_channel_fill` of the float32 image without whole-image masks (same values)."""
+    """Per-channel value used in place of non-finite pixels: the median of the rest."""
     fill = np.zeros(chw.shape[0], dtype=np.float32)
     for c in range(chw.shape[0]):
         step = max(1, int(np.sqrt(chw[c].size / 1_000_000)))
@@ -193,45 +185,65 @@ def _channel_fill_lazy(chw: np.ndarray) -> np.ndarray:
     return fill
 
 
-def _prepare_lazy(chw: np.ndarray, was_2d: bool, stretch: str | Stretch) -> Prepared:
-    """:func:`prepare` with ``work``, ``bad``, ``stretched`` and ``residual`` as
-    :class:`RowSource` s: whole-image values are found by scanning blocks of rows."""
+def _prepare_rows(chw: np.ndarray, was_2d: bool, stretch: str | Stretch, lazy: bool) -> Prepared:
+    """:func:`prepare`: whole-image values are found by scanning blocks of rows; in lazy
+    mode ``work``, ``bad``, ``stretched`` and ``residual`` stay :class:`RowSource` s."""
     n_ch, h, w = chw.shape
     any_bad = any(
         not np.isfinite(np.asarray(chw[:, rows])).all() for rows in _row_blocks(chw.shape)
     )
     fill = _channel_fill_lazy(chw) if any_bad else None
-    copy = any_bad or chw.dtype != np.float32
 
-    def work_rows(rows: slice | np.ndarray) -> np.ndarray:
+    def filled_rows(rows: slice | np.ndarray) -> np.ndarray:
         raw = np.asarray(chw[:, rows, :])
-        out = raw.astype(np.float32, copy=copy)
+        out = raw.astype(np.float32, copy=True)
         if fill is not None:
             np.copyto(out, np.broadcast_to(fill[:, None, None], out.shape), where=~np.isfinite(raw))
         return out
 
+    _, sigma = background_stats(chw)
+    top = np.full(n_ch, -np.inf)
+    for rows in _row_blocks(chw.shape):
+        block = filled_rows(rows)
+        top = np.maximum(top, block.reshape(n_ch, -1).max(axis=1))
+
+    # Defects, clipped pixels and the non-finite pixels next to data
+    # (:mod:`~astrosleuth_astro.defects`), found with two rows of context.
+    def raw_rows(rows: slice) -> np.ndarray:
+        return np.asarray(chw[:, rows, :]).astype(np.float32)
+
+    found = scan_defects(
+        raw_rows, fill, chw.shape, np.nan_to_num(sigma), top, _block_rows(chw.shape)
+    )
+    held = HeldPixels(chw.shape, *found)
+
+    def work_rows(rows: slice | np.ndarray) -> np.ndarray:
+        return held.fill_rows(rows, filled_rows(rows))
+
+    def bad_rows(rows: slice | np.ndarray) -> np.ndarray:
+        return held.mask_rows(rows, ~np.isfinite(np.asarray(chw[:, rows, :])))
+
     work = RowSource(chw.shape, np.float32, work_rows)
+    if not lazy:
+        work = np.asarray(work)
     if isinstance(stretch, Stretch):
         st = stretch
-    else:  # fitted on the filled image (no copy when nothing is filled or converted)
-        st = fit_stretch(work if copy else chw, stretch)
+    else:  # fitted on the filled image
+        st = fit_stretch(work, stretch, linear_first=True)
     if st.channels != n_ch:
         raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
     lo = np.full(n_ch, np.inf)
     hi = np.full(n_ch, -np.inf)
     for rows in _row_blocks(chw.shape):
-        block = work_rows(rows)
-        for c in range(n_ch):
-            lo[c] = min(lo[c], np.min(block[c]))
-            hi[c] = max(hi[c], np.max(block[c]))
+        block = work[:, rows]
+        lo = np.minimum(lo, block.reshape(n_ch, -1).min(axis=1))
+        hi = np.maximum(hi, block.reshape(n_ch, -1).max(axis=1))
     lo, hi = lo.astype(np.float32), hi.astype(np.float32)
     # A residual is non-zero only where a pixel lies outside [black, white]: confirm there.
     clipped = bool(np.any(lo < st.black) or np.any(hi > st.white))
     if clipped:
-        clipped = any(np.any(st.clip_residual(work_rows(rows))) for rows in _row_blocks(chw.shape))
-
-    def bad_rows(rows: slice | np.ndarray) -> np.ndarray:
-        return ~np.isfinite(np.asarray(chw[:, rows, :]))
+        clipped = any(np.any(st.clip_residual(work[:, rows])) for rows in _row_blocks(chw.shape))
+    any_held = any_bad or len(held) > 0
 
     def stretched_rows(rows: slice | np.ndarray) -> np.ndarray:
         return st.forward(work_rows(rows))
@@ -239,18 +251,32 @@ def _prepare_lazy(chw: np.ndarray, was_2d: bool, stretch: str | Stretch) -> Prep
     def residual_rows(rows: slice | np.ndarray) -> np.ndarray:
         return st.clip_residual(work_rows(rows))
 
+    if lazy:
+        bad = RowSource(chw.shape, bool, bad_rows) if any_held else None
+        stretched = RowSource(chw.shape, np.float32, stretched_rows)
+        residual = RowSource(chw.shape, np.float32, residual_rows) if clipped else None
+    else:
+        bad = bad_rows(slice(None)) if any_held else None
+        stretched = st.forward(work)
+        residual = st.clip_residual(work) if clipped else None
     return Prepared(
         chw=chw,
         work=work,
-        bad=RowSource(chw.shape, bool, bad_rows) if any_bad else None,
+        bad=bad,
         stretch=st,
-        stretched=RowSource(chw.shape, np.float32, stretched_rows),
-        residual=RowSource(chw.shape, np.float32, residual_rows) if clipped else None,
+        stretched=stretched,
+        residual=residual,
         lo=lo,
         constant=lo == hi,
         was_2d=was_2d,
         hi=hi,
     )
+
+
+def _block_rows(shape: tuple[int, ...]) -> int:
+    """Rows per block of :func:`_row_blocks`."""
+    n_ch, _, w = shape
+    return max(1, SCAN_BLOCK_PIXELS // max(1, n_ch * w))
 
 
 def prepare(data: np.ndarray, stretch: str | Stretch = "auto", lazy: bool = False) -> Prepared:
@@ -280,31 +306,4 @@ def prepare(data: np.ndarray, stretch: str | Stretch = "auto", lazy: bool = Fals
     if not has_finite(chw):
         # Nothing to upscale: a NaN image out would only look like a result.
         raise InputError("no finite pixels")
-    if lazy:
-        return _prepare_lazy(chw, was_2d, stretch)
-    n_ch, h, w = chw.shape
-    bad = ~np.isfinite(chw)
-    any_bad = bool(bad.any())
-    work = chw.astype(np.float32, copy=any_bad or chw.dtype != np.float32)
-    if any_bad:
-        fill = _channel_fill(work, bad)
-        np.copyto(work, fill[:, None, None].repeat(h, 1).repeat(w, 2), where=bad)
-    st = stretch if isinstance(stretch, Stretch) else fit_stretch(work, stretch)
-    if st.channels != n_ch:
-        raise InputError(f"stretch: fitted for {st.channels} channels, image has {n_ch}")
-    residual = st.clip_residual(work)
-    # Constant channels must come out exactly constant (no network bias on flat input).
-    lo = np.array([np.min(work[c]) for c in range(n_ch)])
-    hi = np.array([np.max(work[c]) for c in range(n_ch)])
-    return Prepared(
-        chw=chw,
-        work=work,
-        bad=bad if any_bad else None,
-        stretch=st,
-        stretched=st.forward(work),
-        residual=residual if np.any(residual) else None,
-        lo=lo,
-        constant=lo == hi,
-        was_2d=was_2d,
-        hi=hi,
-    )
+    return _prepare_rows(chw, was_2d, stretch, lazy)

@@ -14,7 +14,7 @@ from ..engine.tiles import upscale_tiled
 from ..resample import NATIVE_SCALE
 from ..stars.protect import StarProtector
 from ..stretch import Stretch
-from .finish import FluxKeeper, band_rows, clock, finish_band, to_linear
+from .finish import FluxKeeper, band_rows, clock, finish_bands, to_linear
 from .options import UpscaleOptions
 from .prepared import prepare
 
@@ -187,10 +187,22 @@ def upscale_array(
 
     flux = FluxKeeper(prep, options.conserve_flux) if options.conserve_flux != "off" else None
     step = band_rows(w)
-    for a in range(0, h, step):
-        b = min(h, a + step)
-        band = net_out[:, NATIVE_SCALE * a : NATIVE_SCALE * b, :]
-        rows = finish_band(prep, band, (a, b), scale, luminance_only, protector, flux, timings)
+    n = NATIVE_SCALE
+    # Read ahead of the rows written: with scale 4, ``out`` is ``net_out`` itself, and a
+    # band's rows are written only after the context after them has been read.
+    bands = (
+        (a, min(h, a + step), net_out[:, n * a : n * min(h, a + step), :])
+        for a in range(0, h, step)
+    )
+    for a, b, rows in finish_bands(
+        prep,
+        bands,
+        scale,
+        luminance_only=luminance_only,
+        protector=protector,
+        flux=flux,
+        timings=timings,
+    ):
         with clock(timings, "write"):
             out[:, scale * a : scale * b, :] = rows
 

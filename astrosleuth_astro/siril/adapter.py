@@ -290,7 +290,7 @@ def upscale_current_image(
 
             chw = pixels[np.newaxis] if pixels.ndim == 2 else pixels
             work = chw.astype(np.float32)  # a copy: ``pixels`` stays the pristine original
-            fitted = fit_stretch(work, options.stretch)
+            fitted = fit_stretch(work, options.stretch, linear_first=True)
             siril.update_progress(f"{label}: starting", 0.0)
             result = pipeline.upscale_array(
                 work,

@@ -11,6 +11,7 @@ from astropy.io import fits
 
 import astrosleuth_astro as asa
 from astrosleuth_astro import pipeline
+from astrosleuth_astro import stretch as stretch_module
 from astrosleuth_astro.pipeline import prepare, upscale_array
 from astrosleuth_astro.stretch import fit_stretch
 
@@ -127,6 +128,10 @@ def test_no_whole_image_intermediate(tmp_path, monkeypatch):
     are small next to any whole-image array (which scales with the height).
     """
     monkeypatch.setattr(pipeline.prepared, "SCAN_BLOCK_PIXELS", 1 << 14)
+    # The background statistics (noise for the defect scan and the consistency step) run
+    # on a strided subsample of at most MAX_STAT_PIXELS: a bounded transient, made small
+    # here so that it cannot hide a whole-image array.
+    monkeypatch.setattr(stretch_module, "MAX_STAT_PIXELS", 1 << 14)
     img = np.random.default_rng(0).normal(100.0, 5.0, (32768, 32)).astype(np.float32)
     img[100:103, 10:13] = 9000.0
     # No NaN here: the fill value is a median over a subsample of up to ~4 M pixels (the

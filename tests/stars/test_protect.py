@@ -1,4 +1,8 @@
-"""Star protection: shadows and splits repaired, nothing outside the star mask touched."""
+"""Star protection: shadows and splits repaired, nothing outside the star mask touched.
+
+Protection is tested alone (``conserve_flux="off"``): the default consistency step, which
+runs after it, changes every footprint that is off its input.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from ..metrics.test_metrics import grid_field
 
 def ringing_net(amount: float = 0.3, sigma: float = 10.0):
     """A stand-in "network" that leaves FAST-like dark rings: bilinear x4 plus an unsharp
-    mask. The stand-ins are run with ``stretch="none"`` so that what they do to a star is
+    mask. The stand-ins are run with ``stretch="none", conserve_flux="off"`` so that what they do to a star is
     simple in linear units (an autostretch flattens bright cores)."""
 
     def net(batch: np.ndarray) -> np.ndarray:
@@ -50,8 +54,10 @@ def field():
 def test_protection_removes_shadows_and_touches_nothing_else(field):
     _, lr, det = field
     net = ringing_net()
-    plain = upscale_array(lr, net, scale=4, tile=48, stretch="none").data
-    prot = upscale_array(lr, net, scale=4, tile=48, stretch="none", protect_stars=True).data
+    plain = upscale_array(lr, net, scale=4, tile=48, stretch="none", conserve_flux="off").data
+    prot = upscale_array(
+        lr, net, scale=4, tile=48, stretch="none", conserve_flux="off", protect_stars=True
+    ).data
     before = measure(lr, plain, lr_detection=det).summary
     after = measure(lr, prot, lr_detection=det).summary
     assert before["shadow_depth_sigma_median"] > 2.0  # the stand-in does make shadows
@@ -67,8 +73,10 @@ def test_protection_removes_shadows_and_touches_nothing_else(field):
 def test_protection_keeps_one_peak(field):
     _, lr, det = field
     net = doubling_net()
-    plain = upscale_array(lr, net, scale=4, tile=64, stretch="none").data
-    prot = upscale_array(lr, net, scale=4, tile=64, stretch="none", protect_stars=True).data
+    plain = upscale_array(lr, net, scale=4, tile=64, stretch="none", conserve_flux="off").data
+    prot = upscale_array(
+        lr, net, scale=4, tile=64, stretch="none", conserve_flux="off", protect_stars=True
+    ).data
     before = measure(lr, plain, lr_detection=det).summary
     after = measure(lr, prot, lr_detection=det).summary
     assert before["split_fraction"] > 0.5
@@ -80,16 +88,18 @@ def test_rgb_tiling_and_scales(field):
     _, lr, _ = field
     rgb = np.stack([lr, 0.8 * lr + 50, 1.2 * lr - 50]).astype(np.float32)
     net = ringing_net()
-    whole = upscale_array(rgb, net, scale=4, tile=512, protect_stars=True).data
-    tiled = upscale_array(rgb, net, scale=4, tile=40, protect_stars=True).data
+    whole = upscale_array(rgb, net, scale=4, tile=512, protect_stars=True, conserve_flux="off").data
+    tiled = upscale_array(rgb, net, scale=4, tile=40, protect_stars=True, conserve_flux="off").data
     assert whole.shape == (3, 480, 480)
     # The stand-in is local (the tiles' context covers it), and stars are detected once on
     # the whole input, so tiling does not change the protected result.
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-3)
     det = detect_stars(rgb)
     for scale in (2, 3):
-        plain = upscale_array(rgb, net, scale=scale, tile=64).data
-        prot = upscale_array(rgb, net, scale=scale, tile=64, protect_stars=True).data
+        plain = upscale_array(rgb, net, scale=scale, tile=64, conserve_flux="off").data
+        prot = upscale_array(
+            rgb, net, scale=scale, tile=64, protect_stars=True, conserve_flux="off"
+        ).data
         mask = star_mask(det, scale=scale)
         assert (plain != prot).any()
         np.testing.assert_array_equal(prot[:, ~mask], plain[:, ~mask])
@@ -98,7 +108,7 @@ def test_rgb_tiling_and_scales(field):
 def test_strength_zero_is_off_and_bad_strength_is_refused(field):
     _, lr, det = field
     net = ringing_net()
-    kw = dict(scale=4, tile=64, stretch="none")
+    kw = dict(scale=4, tile=64, stretch="none", conserve_flux="off")
     plain = upscale_array(lr, net, **kw).data
     off = upscale_array(lr, net, protect_stars=True, protect_strength=0.0, **kw).data
     np.testing.assert_array_equal(off, plain)
@@ -132,8 +142,10 @@ def test_api_and_cli_plumbing(tiny_fast_model, tmp_path):
 
     src = write_sim_fits(tmp_path / "in.fits", shape=(40, 40))
     data = fits.getdata(src).astype(np.float32)
-    a = asa.upscale(data, model=str(tiny_fast_model), backend="torch", protect_stars=True)
-    b = asa.upscale(data, model=str(tiny_fast_model), backend="torch")
+    a = asa.upscale(
+        data, model=str(tiny_fast_model), backend="torch", protect_stars=True, conserve_flux="off"
+    )
+    b = asa.upscale(data, model=str(tiny_fast_model), backend="torch", conserve_flux="off")
     mask = star_mask(data, scale=4)
     np.testing.assert_array_equal(a[~mask], b[~mask])
     out = tmp_path / "out.fits"
@@ -173,11 +185,20 @@ def test_api_and_cli_plumbing(tiny_fast_model, tmp_path):
 def test_stage_callback_names_the_star_stages_in_order(field):
     _, lr, _ = field
     seen: list[str] = []
-    upscale_array(lr, ringing_net(), scale=4, tile=48, stretch="none", stage=seen.append)
+    upscale_array(
+        lr, ringing_net(), scale=4, tile=48, stretch="none", conserve_flux="off", stage=seen.append
+    )
     assert seen == ["upscaling"]
     seen.clear()
     upscale_array(
-        lr, ringing_net(), scale=4, tile=48, stretch="none", protect_stars=True, stage=seen.append
+        lr,
+        ringing_net(),
+        scale=4,
+        tile=48,
+        stretch="none",
+        conserve_flux="off",
+        protect_stars=True,
+        stage=seen.append,
     )
     assert seen == ["detecting stars", "upscaling", "repairing stars"]
     from astrosleuth_astro.pipeline import STAGES
