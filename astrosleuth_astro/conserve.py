@@ -73,7 +73,9 @@ def resolve_mode(value: bool | str | None) -> str:
 
 
 def source_levels(
-    data: np.ndarray, nsigma: float = SOURCE_SIGMA
+    data: np.ndarray,
+    nsigma: float = SOURCE_SIGMA,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel background, noise, and the level above which a pixel holds a source.
 
@@ -83,6 +85,9 @@ def source_levels(
         Linear input image, any units. NaN and inf are ignored.
     nsigma : float
         Source level in background sigmas above the background median.
+    stats : (ndarray, ndarray), optional
+        :func:`~astrosleuth_astro.stretch.background_stats` of ``data``, when the caller
+        has it already (the costly part: a sigma-clipped sample).
 
     Returns
     -------
@@ -92,7 +97,7 @@ def source_levels(
         * sigma``, in the units of ``data``. A channel with no finite pixel gets an
         infinite threshold (no source).
     """
-    med, sig = background_stats(data)
+    med, sig = background_stats(data) if stats is None else stats
     med = np.nan_to_num(med, nan=np.inf)
     sig = np.nan_to_num(sig, nan=0.0)
     return med, sig, med + nsigma * sig

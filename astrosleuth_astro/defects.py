@@ -16,11 +16,12 @@ spreads, and no value is made up.
 A pixel is a defect when it is more than :data:`DEFECT_SIGMA` background sigmas from the
 median of its 8 neighbours *and* those neighbours do not support it: their median is
 within :data:`SUPPORT_RATIO` of the deviation from the median of the ring of 16 pixels
-around them. A star's core has neighbours that rise towards it (a Moffat or Gaussian star
-of FWHM 1.5 input pixels has its neighbours' median at about 20 % of its peak above the
-ring); a hot pixel or a cosmic ray sits on flat sky. Stars sampled below about 1 pixel FWHM
-cannot be told from hot pixels by their shape: they come out as a flat block of exact
-flux, which is what the data say about them.
+around them. A star's core has neighbours that rise towards it; a hot pixel or a cosmic
+ray sits on flat sky. Stars sampled below about 2 pixels FWHM cannot always be told from
+hot pixels by their shape (a centred FWHM-1.5 star's four diagonal neighbours are taken for
+defects, ``tests/test_defects.py``): such pixels come out as flat blocks of exact flux,
+which is what the data say about them. A defect on a bright star's wing can pass for
+the star's gradient and is then not found.
 """
 
 from __future__ import annotations

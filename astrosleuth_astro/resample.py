@@ -118,14 +118,25 @@ def upsample_bilinear(
     h, w = img.shape[-2:]
     r0, r1 = rows if rows is not None else (0, h * scale)
     y0, y1, fy = _bilinear_taps(h, scale, r0, r1)
-    x0, x1, fx = _bilinear_taps(w, scale, 0, w * scale)
     src = np.asarray(img, dtype=np.float32)
     top = src[..., y0, :]
     bot = src[..., y1, :]
     vert = top + (bot - top) * fy[:, None]
-    left = vert[..., x0]
-    right = vert[..., x1]
-    return left + (right - left) * fx
+    # Along x, output column s*i + k reads columns i + d_k and i + d_k + 1 with the same
+    # weight for every i: shifted slices of the edge-replicated row, not a gather (the
+    # same arithmetic as the taps, so the same bits, a few times faster).
+    pad = np.concatenate([vert[..., :1], vert, vert[..., -1:]], axis=-1)
+    out = np.empty((*vert.shape[:-1], w, scale), dtype=np.float32)
+    for k in range(scale):
+        pos = (k + 0.5) / scale - 0.5  # relative to the input column i
+        d = int(np.floor(pos))
+        frac = np.float32(pos - d)
+        left = pad[..., 1 + d : 1 + d + w]
+        right = pad[..., 2 + d : 2 + d + w]
+        np.subtract(right, left, out=out[..., k])
+        out[..., k] *= frac
+        out[..., k] += left
+    return out.reshape(*vert.shape[:-1], w * scale)
 
 
 #: Above this fraction of nonzero input pixels, :func:`add_upsampled_bilinear` runs the

@@ -59,6 +59,8 @@ class BatchConfig:
     bands: int | None = None
     options: JobOptions = field(default_factory=JobOptions)
     quiet: bool = False
+    #: ``--quiet`` itself (``quiet`` is also set by ``--json``): no notes at all.
+    silent: bool = False
     json: bool = False
     wait_lock: bool = False
 
@@ -169,6 +171,9 @@ def _run_locked(
             say(f"{line}: {res.error}")
         elif not cfg.quiet:
             say(line)
+        if res.extra.get("stretch_reason") and not cfg.silent:
+            # auto read the file as display-referred: said even with --json, as for one file
+            say(f"{res.input}: {res.extra['stretch_reason']}")
 
     manifest.write()
     try:
@@ -294,6 +299,7 @@ def run_from_args(args: Any, options: UpscaleOptions, hdu: int | str | None) -> 
         bands=args.bands,
         options=JobOptions(options, hdu=hdu, overwrite=args.overwrite),
         quiet=args.quiet or args.json,
+        silent=args.quiet,
         json=args.json,
         wait_lock=getattr(args, "wait_lock", False),
     )

@@ -55,6 +55,14 @@ DISPLAY_BACKGROUND = 0.15
 #: looks: a faint uint16 frame that Siril made float (``set32bits``) peaks near 0.01, and
 #: read as a picture the network saw it at 1 % of its range (median 0.75 of the input).
 FAINT_UNIT_WHITE = 0.5
+#: Float data in [0, 1] whose values (those strictly inside) sit on the ``k / 65535`` grid
+#: in at least this fraction of a sample is a 16-bit integer frame divided by 65535 (Siril's
+#: ``set32bits``, many capture programs): raw data, linear however bright its sky. A
+#: stretch of any kind takes values off that grid; a value at random is on it (within the
+#: float32 rounding of :data:`GRID_TOLERANCE`) 2 % of the time.
+INTEGER_GRID_FRACTION = 0.95
+#: Distance from ``k / 65535``, in units of ``1 / 65535``, that still counts as on the grid.
+GRID_TOLERANCE = 0.01
 #: Most pixels used for statistics: a deterministic subsample keeps huge images fast.
 MAX_STAT_PIXELS = 2_000_000
 #: Pixels per block when the channel range is computed block by block.
@@ -323,7 +331,8 @@ def linear_auto(data: np.ndarray) -> tuple[str, str]:
     FITS files and arrays (raw frames with a bias pedestal, dead pixels at 0, stacks) are
     linear: ``"mtf"``. Only data inside [0, 1] (or 8-bit integers) whose background sits
     above :data:`DISPLAY_BACKGROUND` of full scale is read as a stretched picture
-    (``"none"``), and the reason says so.
+    (``"none"``), and the reason says so; unless it is a 16-bit frame divided by 65535
+    (:func:`on_16bit_grid`), which is raw data with a bright sky.
 
     Returns
     -------
@@ -343,11 +352,34 @@ def linear_auto(data: np.ndarray) -> tuple[str, str]:
         level = float(np.nanmedian(med)) / full
     if not level > DISPLAY_BACKGROUND:
         return "mtf", ""
+    if full == 1.0 and on_16bit_grid(chw):
+        return "mtf", ""
     span = "[0, 255]" if full == 255.0 else "[0, 1]"
     return "none", (
         f"values in {span} with the background at {level:.2f} of full scale: read as "
         "display-referred (already stretched); --stretch mtf reads them as linear"
     )
+
+
+def on_16bit_grid(chw: np.ndarray, max_samples: int = 200_000) -> bool:
+    """Whether float data in [0, 1] is a 16-bit integer frame divided by 65535.
+
+    At least :data:`INTEGER_GRID_FRACTION` of a strided sample of the values strictly
+    inside (0, 1) lie within :data:`GRID_TOLERANCE` of ``k / 65535``; at least 1000 such
+    values are needed to say so (a black picture of zeros is not evidence).
+    """
+    if np.issubdtype(chw.dtype, np.integer):
+        return False
+    per = max(1, max_samples // max(1, chw.shape[0]))
+    parts = []
+    for channel in chw:
+        step = max(1, int(np.ceil(np.sqrt(channel.size / per))))
+        parts.append(np.asarray(channel[::step, ::step], dtype=np.float64).ravel())
+    v = np.concatenate(parts)
+    v = v[np.isfinite(v) & (v > 0.0) & (v < 1.0)] * 65535.0
+    if v.size < 1000:
+        return False
+    return bool(np.mean(np.abs(v - np.rint(v)) <= GRID_TOLERANCE) >= INTEGER_GRID_FRACTION)
 
 
 def fit_stretch(data: np.ndarray, kind: str = "auto", linear_first: bool = False) -> Stretch:

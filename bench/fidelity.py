@@ -83,9 +83,10 @@ class Reference:
     sky: np.ndarray
     stars: np.ndarray
     stretch: object = field(repr=False)
+    defects: np.ndarray | None = None
 
 
-def reference(lr: np.ndarray, fwhm: float) -> Reference:
+def reference(lr: np.ndarray, fwhm: float, defects: np.ndarray | None = None) -> Reference:
     """The input ``lr`` (2-D, linear, any units) with its background, noise, sky and stars.
 
     Parameters
@@ -93,6 +94,9 @@ def reference(lr: np.ndarray, fwhm: float) -> Reference:
     lr : ndarray, shape (h, w)
     fwhm : float
         Stellar FWHM in input pixels (for the star detection and apertures).
+    defects : ndarray of bool, shape (h, w), optional
+        The pixels the case made defective (known by construction, not detected): the
+        boundary measures leave out their neighbourhood.
 
     Returns
     -------
@@ -120,6 +124,7 @@ def reference(lr: np.ndarray, fwhm: float) -> Reference:
         sky=sky_mask(lr, bg, sigma),
         stars=isolated_stars(lr, bg, sigma, fwhm),
         stretch=fit_stretch(lr, "mtf"),
+        defects=None if defects is None else np.asarray(defects, dtype=bool),
     )
 
 
@@ -218,19 +223,40 @@ def aperture_flux(img: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray:
     return total - bkg * ap.area
 
 
-def _centroids(img: np.ndarray, xy: np.ndarray, box: int) -> np.ndarray:
-    from photutils.centroids import centroid_com, centroid_sources
+def _centroids(img: np.ndarray, xy: np.ndarray, box: int, scale: int = 1) -> np.ndarray:
+    """Centres of mass (photutils ``centroid_com``) of ``img`` in boxes aligned on the input.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x, y = centroid_sources(img, xy[:, 0], xy[:, 1], box_size=box, centroid_func=centroid_com)
-    return np.c_[x, y]
+    The box of each star covers input pixels ``round(v) - box // 2`` to ``round(v) + box //
+    2`` on each axis (``xy`` in input px); in an image at ``scale`` it is the same piece of
+    sky, the ``scale * box`` output pixels of those input pixels. Returned in ``img``'s
+    pixels.
+    """
+    from photutils.centroids import centroid_com
+
+    out = np.full((len(xy), 2), np.nan)
+    h, w = np.shape(img)
+    for k, (x, y) in enumerate(np.asarray(xy, dtype=np.float64)):
+        x0, y0 = (int(round(v)) - box // 2 for v in (x, y))
+        r0, c0 = scale * y0, scale * x0
+        r1, c1 = r0 + scale * box, c0 + scale * box
+        if r0 < 0 or c0 < 0 or r1 > h or c1 > w:
+            continue
+        cut = np.asarray(img[r0:r1, c0:c1], dtype=np.float64)
+        if not np.all(np.isfinite(cut)):
+            continue
+        cx, cy = centroid_com(cut)
+        out[k] = (c0 + cx, r0 + cy)
+    return out
 
 
-def _boundary_ratio(img: np.ndarray, scale: int) -> float:
+def _boundary_ratio(img: np.ndarray, scale: int, exclude: np.ndarray | None = None) -> float:
     img = np.asarray(img, dtype=np.float64)
     dx = np.abs(np.diff(img, axis=1))  # pair (j, j + 1) along x
     dy = np.abs(np.diff(img, axis=0))
+    if exclude is not None:  # a pair with either pixel in an excluded block
+        ex = upsample_nearest(exclude, scale)
+        dx[ex[:, 1:] | ex[:, :-1]] = np.nan
+        dy[ex[1:] | ex[:-1]] = np.nan
     bx = np.arange(dx.shape[1]) % scale == scale - 1  # j + 1 starts a new block
     by = np.arange(dy.shape[0]) % scale == scale - 1
     across = np.concatenate([dx[:, bx].ravel(), dy[by].ravel()])
@@ -239,6 +265,13 @@ def _boundary_ratio(img: np.ndarray, scale: int) -> float:
     if b == 0:
         return math.inf if a > 0 else math.nan
     return float(a / b)
+
+
+def _defect_zone(ref: Reference) -> np.ndarray | None:
+    """The known defects grown by one input pixel (8-connected), or None."""
+    if ref.defects is None or not ref.defects.any():
+        return None
+    return ndimage.binary_dilation(ref.defects, structure=np.ones((3, 3), bool))
 
 
 # --------------------------------------------------------------------------- the measures
@@ -302,21 +335,21 @@ def flux_ratio_median(ref: Reference, out: np.ndarray) -> float | None:
 def centroid_shift_px(ref: Reference, out: np.ndarray) -> float | None:
     """Median centroid shift of the isolated bright stars, in input pixels.
 
-    Centroids by ``photutils.centroids.centroid_sources`` with ``centroid_com`` (centre of
-    mass) of ``image - background``: in the input around each star with a box of
-    ``2 int(2 fwhm) + 1`` px; in the output around :func:`to_output` of it with a box of
-    ``scale`` times that (plus 1 if even: the box must be odd), mapped back to input px by
+    Centre of mass (``photutils.centroids.centroid_com``) of ``image - background`` over
+    the same piece of sky in both images (:func:`_centroids`): a box of ``2 int(2 fwhm) +
+    1`` input pixels around each star of the input, and those pixels' ``scale x scale``
+    footprints in the output. The output's centroid is mapped back to input px by
     ``(c - (s - 1) / 2) / s``. The median over the stars of the distance between the two.
-    None without stars.
+    An output whose every footprint keeps its input value and is symmetric inside scores
+    0. None without stars.
     """
     s = _scale(ref, out)
     if len(ref.stars) == 0:
         return None
     box = 2 * int(2 * ref.fwhm) + 1
-    box_out = box * s + (1 - box * s % 2)
     c_in = _centroids(ref.lr - ref.background, ref.stars, box)
     out = np.asarray(out, dtype=np.float64)
-    c_out = _centroids(out - ref.background, to_output(ref.stars, s), box_out)
+    c_out = _centroids(out - ref.background, ref.stars, box, scale=s)
     c_out = (c_out - (s - 1) / 2.0) / s
     return float(np.nanmedian(np.hypot(*(c_out - c_in).T)))
 
@@ -328,9 +361,13 @@ def boundary_ratio_linear(ref: Reference, out: np.ndarray) -> float:
     two different input-pixel blocks (``scale x scale``), over the mean absolute
     difference of adjacent pairs inside one block (non-finite pairs ignored). About 1 for
     a smooth output; large (inf for a nearest-neighbour upsampling, whose blocks are flat)
-    when the output changes mostly at the block edges.
+    when the output changes mostly at the block edges. Pairs with a pixel in the block of
+    a known defect of the case (``ref.defects``) or of one of its 8 neighbours are left
+    out, for every method alike: a defect's own block is flat at its input value by
+    design (issue 23 item 2), and a few such steps of thousands of ADU would outweigh the
+    whole sky.
     """
-    return _boundary_ratio(out, _scale(ref, out))
+    return _boundary_ratio(out, _scale(ref, out), _defect_zone(ref))
 
 
 def boundary_ratio_stretched(ref: Reference, out: np.ndarray) -> float:
@@ -338,7 +375,7 @@ def boundary_ratio_stretched(ref: Reference, out: np.ndarray) -> float:
     (``ref.stretch.forward``, clipped to [0, 1]): the grid as a viewer sees it."""
     s = _scale(ref, out)
     stretched = np.clip(ref.stretch.forward(np.asarray(out), dtype=np.float64), 0.0, 1.0)
-    return _boundary_ratio(stretched, s)
+    return _boundary_ratio(stretched, s, _defect_zone(ref))
 
 
 def sky_noise_sigma(ref: Reference, out: np.ndarray) -> float:
@@ -417,6 +454,7 @@ class Case:
     fwhm: float
     truth: np.ndarray | None = None
     note: str = ""
+    defects: np.ndarray | None = None  # known by construction
 
 
 def crowded_sim() -> Case:
@@ -443,11 +481,15 @@ def raw_frame() -> Case:
     img[hot[:, 0], hot[:, 1]] += 5000.0
     img[:, col] += 200.0
     lr = np.rint(np.clip(img, 0, 65535)).astype(np.uint16)
+    defects = np.zeros((h, w), bool)
+    defects[dead[:, 0], dead[:, 1]] = True
+    defects[hot[:, 0], hot[:, 1]] = True
+    defects[:, col] = True
     note = (
         f"simulate seed {SEED_RAW}, bias 1000 ADU, 12 dead, 12 hot (+5000), "
         f"column {col} +200, uint16"
     )
-    return Case("raw_frame", lr, 2.5, note=note)
+    return Case("raw_frame", lr, 2.5, note=note, defects=defects)
 
 
 def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -519,7 +561,7 @@ def run_case(case: Case, scale: int, methods: list[str], net) -> dict:
     the pipeline does not have)."""
     from astrosleuth_astro.errors import OptionError
 
-    ref = reference(case.lr, case.fwhm)
+    ref = reference(case.lr, case.fwhm, case.defects)
     rows: dict[str, dict] = {}
     for method in methods:
         try:

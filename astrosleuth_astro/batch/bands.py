@@ -67,7 +67,7 @@ from .jobs import (
     failure,
 )
 from .outputs import expected_shape, remove_stale_temps
-from .worker import job_output_state, process_job, worker_backend
+from .worker import job_output_state, process_job, stretch_entry, worker_backend
 
 
 def auto_bands(bands: int | None, n_files: int, parallel: int) -> int:
@@ -188,6 +188,7 @@ def process_banded(
         return failure(job, exc, time.perf_counter() - start)
     res = result(DONE)
     res.extra["bands"] = len(bands)
+    res.extra.update(stretch_entry(tasks[0].stretch.kind, tasks[0].stretch.reason))
     return res
 
 
@@ -207,7 +208,7 @@ def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int 
     prep = prepare(image.restore_shape(image.data), input_stretch(image, opts.stretch))
     n_ch, h, w = prep.chw.shape
     flux_mode = opts.conserve_flux
-    levels = source_levels(prep.chw) if flux_mode != "off" else None
+    levels = source_levels(prep.chw, stats=prep.background) if flux_mode != "off" else None
 
     scratch = Path(
         tempfile.mkdtemp(

@@ -174,9 +174,17 @@ def process_job(job: Job, model: ModelSpec, options: JobOptions) -> JobResult:
             return JobResult(
                 job.index, str(job.input), str(job.output), SKIPPED, time.perf_counter() - start
             )
-        upscale_image(
+        report = upscale_image(
             image, job.output, net, options.upscale, overwrite=options.overwrite or state != MISSING
         )
     except Exception as exc:  # noqa: BLE001 - one file must never stop the batch
         return failure(job, exc, time.perf_counter() - start)
-    return JobResult(job.index, str(job.input), str(job.output), DONE, time.perf_counter() - start)
+    res = JobResult(job.index, str(job.input), str(job.output), DONE, time.perf_counter() - start)
+    res.extra.update(stretch_entry(report.stretch, report.stretch_reason))
+    return res
+
+
+def stretch_entry(kind: str, reason: str) -> dict:
+    """The manifest's record of the stretch ``auto`` (or the user) chose for one file: the
+    same ``stretch`` and ``stretch_reason`` keys as the single-file ``--json``."""
+    return {"stretch": kind, "stretch_reason": reason}

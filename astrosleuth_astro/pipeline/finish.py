@@ -122,7 +122,9 @@ class FluxKeeper:
         levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.prep, self.mode = prep, mode
-        self.levels = source_levels(prep.chw) if levels is None else levels
+        if levels is None:
+            levels = source_levels(prep.chw, stats=prep.background)
+        self.levels = levels
 
     def apply(
         self, lin: np.ndarray, a: int, b: int, level: np.ndarray, level_row0: int = 0

@@ -71,6 +71,10 @@ class Prepared:
     constant : ndarray of bool, shape (C,)
         Channels with a single value: they come out exactly constant.
     was_2d : bool
+    background : (ndarray, ndarray) or None
+        :func:`~astrosleuth_astro.stretch.background_stats` of ``chw`` (median, noise per
+        channel), measured once here for the defect scan and reused by the consistency
+        step.
     """
 
     chw: np.ndarray
@@ -83,6 +87,7 @@ class Prepared:
     constant: np.ndarray
     was_2d: bool
     hi: np.ndarray | None = None
+    background: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class RowSource:
@@ -201,7 +206,8 @@ def _prepare_rows(chw: np.ndarray, was_2d: bool, stretch: str | Stretch, lazy: b
             np.copyto(out, np.broadcast_to(fill[:, None, None], out.shape), where=~np.isfinite(raw))
         return out
 
-    _, sigma = background_stats(chw)
+    stats = background_stats(chw)
+    sigma = stats[1]
     top = np.full(n_ch, -np.inf)
     for rows in _row_blocks(chw.shape):
         block = filled_rows(rows)
@@ -270,6 +276,7 @@ def _prepare_rows(chw: np.ndarray, was_2d: bool, stretch: str | Stretch, lazy: b
         constant=lo == hi,
         was_2d=was_2d,
         hi=hi,
+        background=stats,
     )
 
 
