@@ -173,10 +173,18 @@ def source_gain(
 def block_mean(img: np.ndarray, scale: int) -> np.ndarray:
     """Mean over each ``scale x scale`` block of the last two axes (float64)."""
     *lead, hh, ww = img.shape
-    blocks = np.asarray(img).reshape(*lead, hh // scale, scale, ww // scale, scale)
-    # Sum along the contiguous axis first, accumulating in float64 without a float64
-    # copy of the image (one reduction over both axes at once is several times slower).
-    sums = blocks.sum(axis=-1, dtype=np.float64).sum(axis=-2)
+    # Column k of every block added in turn, then row k, accumulating in float64 without
+    # a float64 copy of the image: the same sums in the same order as a reduction over the
+    # block axes, at a fraction of the cost (numpy's reductions over an axis of 2-4
+    # elements are slow).
+    cols = np.asarray(img).reshape(*lead, hh, ww // scale, scale)
+    acc = cols[..., 0].astype(np.float64)
+    for k in range(1, scale):
+        acc += cols[..., k]
+    rows = acc.reshape(*lead, hh // scale, scale, ww // scale)
+    sums = rows[..., 0, :].copy()
+    for k in range(1, scale):
+        sums += rows[..., k, :]
     return sums / (scale * scale)
 
 

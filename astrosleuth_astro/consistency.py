@@ -180,6 +180,23 @@ def local_bounds(lr: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndar
     return low - slack, high + slack, low >= 0
 
 
+_BYTES_AS_INT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _any_in_blocks(mask: np.ndarray) -> np.ndarray:
+    """``mask.any(axis=(1, 3))`` for a C-contiguous ``(n, s, W, s)`` boolean array.
+
+    The ``s`` booleans of one block row are read as one integer (for ``s`` of 1, 2, 4
+    or 8): two orders of magnitude faster than numpy's reduction over short axes.
+    """
+    n, s, w, _ = mask.shape
+    as_int = _BYTES_AS_INT.get(s)
+    if as_int is None or not mask.flags.c_contiguous:
+        return mask.any(axis=(1, 3))
+    words = mask.view(as_int).reshape(n, s, w)
+    return np.bitwise_or.reduce(words, axis=1) != 0
+
+
 def make_consistent(
     native: np.ndarray,
     lr: np.ndarray,
@@ -230,12 +247,15 @@ def make_consistent(
     lr64 = np.asarray(lr, dtype=np.float64)
     level = np.asarray(level, dtype=np.float64)
     ok = np.ones(lr.shape, dtype=bool) if good is None else np.asarray(good, dtype=bool)
-    residual = np.where(ok, lr64 - level, 0.0)
+    # Held pixels take part with the value the network was given (``lr`` is the filled
+    # input): the correction around a defect is then the one of the repaired image, and
+    # the held footprints themselves are restored by the caller.
+    residual = lr64 - level
     if mode == "all":
         target_res = residual
     else:
-        g = np.where(ok, source_weights(lr64, level, levels), 0.0)
-        sky = ok & (g == 0)
+        g = source_weights(lr64, level, levels)
+        sky = g == 0
         if mode == "sources":
             base = np.zeros_like(residual)
             for c in range(residual.shape[0]):
@@ -243,7 +263,7 @@ def make_consistent(
                     base[c] = np.mean(residual[c][sky[c]])
         else:
             base = sky_lowpass(residual, sky)
-        target_res = np.where(ok, base + g * (residual - base), 0.0)
+        target_res = base + g * (residual - base)
     # The smooth solve reads the window; only the band's own rows are used.
     z = solve_block_mean(target_res)
     lo_r, hi_r = max(0, a - 1), min(lr.shape[1], b + 1)  # bilinear needs one row each side
@@ -280,7 +300,7 @@ def make_consistent(
         # The footprints the bound left short: their own pixels share the remainder,
         # weighted by the stretch, inside the same bounds. Only those whose mean is off by
         # more than float32 rounding are gathered.
-        short = cut.any(axis=(1, 3)) & ok[c, a:b]
+        short = _any_in_blocks(cut) & ok[c, a:b]
         if short.any():
             ys, xs = np.nonzero(short)
             got = x[ys, :, xs, :].mean(axis=(1, 2), dtype=np.float64)

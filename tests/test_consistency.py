@@ -175,3 +175,21 @@ def test_local_bounds_are_the_widened_local_range():
     assert high[0, 2, 2] < 20.0
     assert low[0, 5, 5] == pytest.approx(lr[0, 3:8, 3:8].min() - 2.0 * BOUND_SLACK)
     assert nonneg.all()
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4])
+def test_any_in_blocks_is_any_over_the_block_axes(s):
+    from astrosleuth_astro.consistency import _any_in_blocks
+
+    rng = np.random.default_rng(s)
+    mask = rng.random((6, s, 9, s)) > 0.95
+    np.testing.assert_array_equal(_any_in_blocks(mask), mask.any(axis=(1, 3)))
+
+
+def test_block_mean_is_the_float64_mean_of_each_block():
+    rng = np.random.default_rng(5)
+    img = rng.normal(100.0, 10.0, (2, 12, 20)).astype(np.float32)
+    for s in (1, 2, 3, 4):
+        h, w = 12 // s * s, 20 // s * s
+        ref = img[:, :h, :w].astype(np.float64).reshape(2, h // s, s, w // s, s).mean(axis=(2, 4))
+        np.testing.assert_allclose(block_mean(img[:, :h, :w], s), ref, rtol=1e-14)
