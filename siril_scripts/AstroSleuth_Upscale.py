@@ -10,6 +10,10 @@
 #        weights file; scales 1-4; auto/mtf/asinh/none stretch with an exact inverse;
 #        star protection; luminance only; NEXT conditioning; CPU or GPU; the WCS and the
 #        pixel size of a plate-solved image are rescaled; 16-bit images stay 16-bit.
+# 1.1.0  Installs astrosleuth-astro from a local wheel or checkout (-install_from=PATH or
+#        ASTROSLEUTH_INSTALL_FROM); an error names the one-line pip install into Siril's
+#        venv; every error is one "AstroSleuth: ERROR:" line (red), and under siril-cli
+#        the image is closed so that the script file's next command fails.
 
 """
 AstroSleuth upscale for Siril >= 1.4
@@ -25,8 +29,21 @@ default model of astrosleuth-astro), the way astronomers need it:
   pixel size are rescaled exactly;
 * one Undo restores the original image.
 
-The work is done by the astrosleuth-astro package, which the first run installs into
-Siril's Python environment (``astrosleuth_astro.siril.upscale_current_image``).
+The work is done by the astrosleuth-astro package, which has to be installed into
+Siril's own Python environment (the venv sirilpy runs in, ``$XDG_DATA_HOME/siril/venv``,
+e.g. ``~/.local/share/siril/venv`` on Linux) once
+(``astrosleuth_astro.siril.upscale_current_image``). The package is not on the public
+package index, so give the script a local wheel or source checkout:
+
+* ``pyscript AstroSleuth_Upscale.py -install_from=/path/to/astrosleuth-astro ...`` (a
+  ``astrosleuth_astro-*.whl`` file, a folder of wheels, or a source checkout), or
+* the environment variable ``ASTROSLEUTH_INSTALL_FROM=/path/to/astrosleuth-astro`` (also
+  for the Scripts menu, which passes no options), or
+* one line in a terminal, with the Python that the error message names::
+
+      "<Siril's venv>/bin/python" -m pip install /path/to/astrosleuth-astro
+
+The path is used only while the package is missing or older than this script needs.
 
 Use from the Scripts menu
 -------------------------
@@ -42,25 +59,43 @@ Use with pyscript (scripts, siril-cli)
         [-conserve_flux[=consistent|sources|all|off]]
         [-luminance_only] [-device=cpu|gpu] [-tile=N]
         [-star_strength=X] [-detail_strength=X] [-spikes_strength=X]
-        [-cond_strength=X] [-color_matching]
+        [-cond_strength=X] [-color_matching] [-install_from=PATH]
 
 Defaults: ``-model=default -scale=4 -stretch=auto -conserve_flux=consistent -device=cpu``
 (a bare ``-conserve_flux`` means ``sources``).
+
+Errors
+------
+Every error is one line starting with ``AstroSleuth: ERROR:``, red in Siril's log (and a
+``log: AstroSleuth: ERROR: ...`` line on ``siril-cli``'s output); the image is not changed.
+Siril 1.4 does not stop a script file when a Python script fails (``pyscript`` always
+succeeds), so under ``siril-cli`` the script then also closes the image: the script
+file's next image command (``save``...) fails and ``siril-cli`` exits with status 1,
+instead of saving the unchanged image as if it were the result.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import sirilpy as s
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 #: The Python package that does the work, and the versions this script works with.
 PACKAGE = "astrosleuth-astro"
 PACKAGE_VERSION = "~=0.1.0"
 REQUIRED_SIRIL = "1.4.0"
+#: Where a wheel, a folder of wheels or a source checkout of the package is (the option
+#: ``-install_from=PATH`` says the same and wins).
+INSTALL_ENV = "ASTROSLEUTH_INSTALL_FROM"
+#: Every error line starts with this (red in Siril; grep it in siril-cli's output).
+ERROR_PREFIX = "AstroSleuth: ERROR:"
 
 SCALES = (1, 2, 3, 4)
 STRETCHES = ("auto", "mtf", "asinh", "none")
@@ -97,33 +132,185 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-spikes_strength", type=float, default=None)
     p.add_argument("-cond_strength", type=float, default=None)
     p.add_argument("-color_matching", action="store_true", default=None)
+    p.add_argument("-install_from", default=None, metavar="PATH")
     return p
 
 
 def parse_options(argv: list[str]) -> dict:
-    """pyscript arguments -> options of :func:`run_upscale` (``device`` is "cpu" or "gpu")."""
+    """pyscript arguments -> options of :func:`run_upscale` (``device`` is "cpu" or "gpu")
+    and ``install_from`` (for :func:`install_package`)."""
     return vars(build_parser().parse_args(argv))
 
 
-def install_package(siril) -> bool:
-    """Install or update astrosleuth-astro in Siril's Python environment when needed."""
+# --------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------
+
+
+def report_error(siril, message: str) -> str:
+    """Log one unmistakable error line: ``AstroSleuth: ERROR: message``, in red.
+
+    On siril-cli the line is ``log: AstroSleuth: ERROR: ...`` on stdout. If the log call
+    itself fails (connection lost), the line goes to stderr, which Siril also logs.
+    """
+    line = message if message.startswith(ERROR_PREFIX) else f"{ERROR_PREFIX} {message}"
     try:
-        installed = metadata.version(PACKAGE)
+        siril.log(line, s.LogColor.RED)
+    except Exception:  # noqa: BLE001 - the error must be seen somewhere
+        print(line, file=sys.stderr, flush=True)
+    return line
+
+
+def stop_siril_script(siril) -> None:
+    """Under siril-cli, make the failure stop the script file.
+
+    Siril 1.4 runs ``pyscript`` to completion whatever the Python script does (the exit
+    status is not looked at), and the next ``save`` would write the unchanged image. With
+    the image closed, the next image command fails, Siril stops the script there and
+    siril-cli exits with status 1. In the GUI nothing is closed.
+    """
+    try:
+        if not siril.is_cli():
+            return
+        if siril.is_image_loaded():
+            siril.cmd("close")
+            siril.log(
+                f"{ERROR_PREFIX} the image was closed so that this script file stops "
+                "here (siril-cli exits with status 1 at its next image command)",
+                s.LogColor.RED,
+            )
+    except Exception:  # noqa: BLE001 - the error line is already out
+        pass
+
+
+# --------------------------------------------------------------------------------------
+# Installing the package into Siril's Python
+# --------------------------------------------------------------------------------------
+
+
+class InstallError(Exception):
+    """astrosleuth-astro is missing and could not be installed (the message says the fix)."""
+
+
+def pip_command(*args: str) -> list[str]:
+    """``pip install`` with the Python this script runs in: the one of Siril's venv."""
+    return [sys.executable, "-m", "pip", "install", *args]
+
+
+def fix_hint(args: list[str] | None = None) -> str:
+    """The fix, as the error message gives it: a one-line pip install (of ``args``, the
+    pip arguments of a known source), or the option."""
+    where = " ".join(f'"{a}"' for a in (args or ["/path/to/astrosleuth-astro"]))
+    return (
+        f'Fix: run  "{sys.executable}" -m pip install {where}  in a terminal (an '
+        "astrosleuth_astro-*.whl wheel or a source checkout of astrosleuth-astro), or run "
+        f"the script with -install_from=PATH (or set {INSTALL_ENV}=PATH before starting "
+        "Siril); then run the script again"
+    )
+
+
+def installed_version() -> str | None:
+    try:
+        return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
-        installed = None
-    if installed is None:
-        siril.log(
-            f"AstroSleuth: installing {PACKAGE} into Siril's Python environment "
-            "(first run only; this can take a few minutes)"
-        )
-    try:
-        s.ensure_installed(PACKAGE, version_constraints=PACKAGE_VERSION)
-    except Exception as exc:  # noqa: BLE001 - one clear line in the log
-        siril.log(
-            f"AstroSleuth: could not install {PACKAGE}{PACKAGE_VERSION}: {exc}", s.LogColor.RED
-        )
+        return None
+
+
+def version_ok(version: str | None) -> bool:
+    """``version`` meets :data:`PACKAGE_VERSION` (``~=0.1.0``: 0.1.x from 0.1.0 on)."""
+    if version is None:
         return False
-    return True
+    try:
+        from packaging.specifiers import SpecifierSet  # a dependency of sirilpy
+    except ImportError:  # pragma: no cover - sirilpy always has it
+        return version.split(".")[:2] == PACKAGE_VERSION.lstrip("~=").split(".")[:2]
+    return SpecifierSet(PACKAGE_VERSION).contains(version, prereleases=True)
+
+
+def install_args(source: str) -> list[str]:
+    """pip arguments for a local ``source``: a wheel, a folder of wheels or a checkout."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InstallError(f"-install_from / {INSTALL_ENV}: {source} does not exist. {fix_hint()}")
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix != ".whl":
+            raise InstallError(
+                f"-install_from / {INSTALL_ENV}: {path} is not a wheel (.whl) or a folder. "
+                f"{fix_hint()}"
+            )
+        return [str(path)]
+    if (path / "pyproject.toml").is_file():  # a source checkout
+        return [str(path)]
+    if any(path.glob("astrosleuth_astro-*.whl")):  # a folder of wheels (offline installs)
+        return ["--find-links", str(path), f"{PACKAGE}{PACKAGE_VERSION}"]
+    raise InstallError(
+        f"-install_from / {INSTALL_ENV}: {path} holds neither a checkout (pyproject.toml) "
+        f"nor an astrosleuth_astro-*.whl wheel. {fix_hint()}"
+    )
+
+
+def run_pip(args: list[str]) -> int:
+    """Run pip; its output goes to this script's stdout, which Siril shows in its log."""
+    sys.stdout.flush()
+    return subprocess.run(pip_command(*args), stdin=subprocess.DEVNULL, check=False).returncode
+
+
+def install_package(siril, install_from: str | None = None) -> None:
+    """Make sure a usable astrosleuth-astro is importable in Siril's Python.
+
+    Nothing is done when a matching version is there. Otherwise it is installed from
+    ``install_from`` (or :data:`INSTALL_ENV`) with pip, or, without a path, tried from the
+    package index through sirilpy's ``ensure_installed``.
+
+    Raises
+    ------
+    InstallError
+        With the reason and the fix (the exact pip command for Siril's Python).
+    """
+    installed = installed_version()
+    source = install_from or os.environ.get(INSTALL_ENV) or None
+    args: list[str] | None = None
+    if not version_ok(installed):
+        have = f"{PACKAGE} {installed} is installed" if installed else f"{PACKAGE} is not installed"
+        if source:
+            args = install_args(source)
+            siril.log(
+                f"AstroSleuth: {have} in Siril's Python ({sys.executable}); installing it "
+                f"from {source} (this can take a few minutes)"
+            )
+            code = run_pip(args)
+            if code != 0:
+                raise InstallError(
+                    f"pip could not install {PACKAGE} from {source} (exit status {code}; "
+                    f"pip's output is above). {fix_hint(args)}"
+                )
+        else:
+            siril.log(
+                f"AstroSleuth: {have} in Siril's Python; trying the package index (first run only)"
+            )
+            try:
+                s.ensure_installed(PACKAGE, version_constraints=PACKAGE_VERSION)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - one clear line
+                raise InstallError(
+                    f"{have} in Siril's Python ({sys.executable}) and could not be "
+                    f"installed from the package index ({type(exc).__name__}: {exc}). "
+                    f"{fix_hint()}"
+                ) from None
+        importlib.invalidate_caches()
+        installed = installed_version()
+        if not version_ok(installed):
+            raise InstallError(
+                f"{PACKAGE}{PACKAGE_VERSION} is needed, Siril's Python has "
+                f"{installed or 'none'} after the install. {fix_hint(args)}"
+            )
+    try:
+        importlib.import_module("astrosleuth_astro.siril")
+    except Exception as exc:  # noqa: BLE001 - a broken install is an install problem
+        raise InstallError(
+            f"{PACKAGE} {installed} is installed in Siril's Python but cannot be imported "
+            f"({type(exc).__name__}: {exc}). {fix_hint(args)}"
+        ) from None
 
 
 def prepare_runtime(siril, options: dict) -> tuple[str, str]:
@@ -154,13 +341,13 @@ def run_upscale(siril, options: dict) -> int:
     try:
         backend, device = prepare_runtime(siril, options)
     except Exception as exc:  # noqa: BLE001
-        siril.log(f"AstroSleuth: {exc}. The image was not changed.", s.LogColor.RED)
+        report_error(siril, f"{exc}. The image was not changed.")
         return 1
-    kwargs = {k: v for k, v in options.items() if k != "device"}
+    kwargs = {k: v for k, v in options.items() if k not in ("device", "install_from")}
     try:
         upscale_current_image(siril, backend=backend, device=device, **kwargs)
     except SirilUpscaleError:
-        return 1  # already in the Siril log, image unchanged
+        return 1  # already in the Siril log (an "AstroSleuth: ERROR:" line), image unchanged
     return 0
 
 
@@ -386,7 +573,7 @@ def run_dialog(siril) -> int:
         try:
             state["rc"] = run_upscale(siril, options)
         except Exception as exc:  # noqa: BLE001
-            siril.log(f"AstroSleuth: unexpected error: {exc}", s.LogColor.RED)
+            report_error(siril, f"unexpected error: {type(exc).__name__}: {exc}")
             state["rc"] = 1
 
     def poll() -> None:
@@ -424,43 +611,68 @@ def run_dialog(siril) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the script: the dialog from the Scripts menu, options under pyscript."""
+    """Run the script: the dialog from the Scripts menu, options under pyscript.
+
+    Returns 0 on success, 1 on a failure, 2 on a bad option. Every failure is one
+    ``AstroSleuth: ERROR:`` line in the log; under siril-cli the image is then closed
+    (:func:`stop_siril_script`) so that the script file stops at its next image command.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
     siril = s.SirilInterface()
     try:
         siril.connect()
-    except s.SirilConnectionError:
-        print("AstroSleuth: could not connect to Siril", file=sys.stderr)
+    except s.SirilConnectionError as exc:
+        print(f"{ERROR_PREFIX} could not connect to Siril ({exc})", file=sys.stderr, flush=True)
         return 1
     try:
+        rc = _main(siril, args)
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback without the error line
+        report_error(siril, f"unexpected error: {type(exc).__name__}: {exc}")
+        rc = 1
+    if rc != 0:
+        stop_siril_script(siril)
+    try:
+        siril.disconnect()
+    except Exception:  # noqa: BLE001
+        pass
+    return rc
+
+
+def _main(siril, args: list[str]) -> int:
+    try:
+        siril.cmd("requires", REQUIRED_SIRIL)
+    except s.CommandError:
+        report_error(siril, f"this script needs Siril {REQUIRED_SIRIL} or newer")
+        return 1
+    if not s.check_module_version(">=1.0.8"):
+        report_error(siril, "this script needs sirilpy 1.0.8 or newer (Siril 1.4.0 or newer)")
+        return 1
+    headless = bool(getattr(siril, "is_cli", lambda: False)())
+    if args or headless:
         try:
-            siril.cmd("requires", REQUIRED_SIRIL)
-        except s.CommandError:
-            return 1  # Siril has logged the version it needs
-        if not s.check_module_version(">=1.0.8"):
-            siril.log("AstroSleuth: this script needs sirilpy 1.0.8 or newer", s.LogColor.RED)
-            return 1
-        headless = bool(getattr(siril, "is_cli", lambda: False)())
-        if args or headless:
-            try:
-                options = parse_options(args)
-            except UsageError as exc:
-                siril.log(f"AstroSleuth: bad option: {exc}", s.LogColor.RED)
-                return 2
-            if not install_package(siril):
-                return 1
-            return run_upscale(siril, options)
-        if not siril.is_image_loaded():
-            siril.error_messagebox("AstroSleuth: open an image first (sequences are not supported)")
-            return 1
-        if not install_package(siril):
-            return 1
-        return run_dialog(siril)
-    finally:
+            options = parse_options(args)
+        except UsageError as exc:
+            report_error(siril, f"bad option: {exc}. The image was not changed.")
+            return 2
         try:
-            siril.disconnect()
-        except Exception:  # noqa: BLE001
+            install_package(siril, options["install_from"])
+        except InstallError as exc:
+            report_error(siril, f"{exc}. The image was not changed.")
+            return 1
+        return run_upscale(siril, options)
+    if not siril.is_image_loaded():
+        siril.error_messagebox("AstroSleuth: open an image first (sequences are not supported)")
+        return 1
+    try:
+        install_package(siril)
+    except InstallError as exc:
+        line = report_error(siril, str(exc))
+        try:
+            siril.error_messagebox(line)
+        except Exception:  # noqa: BLE001 - the log line is there
             pass
+        return 1
+    return run_dialog(siril)
 
 
 if __name__ == "__main__":

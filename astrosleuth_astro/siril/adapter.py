@@ -26,6 +26,8 @@ UNDO_MAX_BYTES = 70
 
 #: Prefix of every line this module writes to the Siril log.
 LOG_PREFIX = "AstroSleuth"
+#: Prefix of every error line (red in Siril; a fixed string to grep in siril-cli's output).
+ERROR_PREFIX = f"{LOG_PREFIX}: ERROR:"
 
 
 #: NEXT conditioning options, forwarded to the backend (see ``make_backend``).
@@ -136,7 +138,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _fail(siril: Any, exc: BaseException, suffix: str = "") -> SirilUpscaleError:
-    message = f"{LOG_PREFIX}: {_describe(exc)}{suffix}. The image was not changed."
+    message = f"{ERROR_PREFIX} {_describe(exc)}{suffix}. The image was not changed."
     _log(siril, message, "RED")
     return SirilUpscaleError(message)
 
@@ -165,7 +167,8 @@ def _restore(siril: Any, pixels: np.ndarray, header_text: str | None) -> bool:
     try:
         siril.set_image_pixeldata(pixels)
         if header_text:
-            siril.set_image_metadata_from_header_string(header_text)
+            # As it came, without the C string's NUL after END (see parse_siril_header).
+            siril.set_image_metadata_from_header_string(header_text.split("\x00", 1)[0])
     except Exception:  # noqa: BLE001 - reported by the caller
         return False
     return True
@@ -209,8 +212,9 @@ def upscale_current_image(
        pixels and header are sent back;
     6. reset the progress bar and log a one-line summary.
 
-    On any error one line goes to the Siril log (red), the image is left as it was, and
-    :class:`SirilUpscaleError` is raised. ``cmd()`` is never called.
+    On any error one line goes to the Siril log (red, starting with ``AstroSleuth: ERROR:``),
+    the image is left as it was, and :class:`SirilUpscaleError` is raised. ``cmd()`` is
+    never called.
 
     Parameters
     ----------
@@ -367,4 +371,33 @@ def upscale_current_image(
         f"{report.dtype} ({', '.join(extras)}) in {report.seconds:.1f} s",
         "GREEN",
     )
+    hint = undo_pixel_size_hint(siril, header)
+    if hint:
+        _log(siril, hint)
     return report
+
+
+def undo_pixel_size_hint(siril: Any, header: Any) -> str | None:
+    """The Siril commands that give the pixel size back after an Undo, or None.
+
+    Siril 1.4's Undo restores the pixels, the WCS and the focal length, not the pixel size
+    (``XPIXSZ``/``YPIXSZ`` stay at the upscaled value; measured in Siril 1.4.4's GUI, and
+    sirilpy has no hook on Undo). ``update_key XPIXSZ value`` sets it again (measured).
+    Headless runs have no Undo: None.
+    """
+    try:
+        if siril.is_cli():
+            return None
+    except Exception:  # noqa: BLE001 - an interface without is_cli: assume the GUI
+        pass
+    commands = [
+        f"update_key {key} {header[key]:.10g}"
+        for key in ("XPIXSZ", "YPIXSZ")
+        if isinstance(header.get(key), int | float) and not isinstance(header.get(key), bool)
+    ]
+    if not commands:
+        return None
+    return (
+        f"{LOG_PREFIX}: Undo does not restore the pixel size; after an Undo, type in "
+        f"Siril's command line: {' then '.join(commands)}"
+    )

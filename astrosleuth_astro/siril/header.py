@@ -3,6 +3,7 @@ upscaled image by the package's one header builder, written back as text."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -110,16 +111,36 @@ def build_output_header(
     return out
 
 
-def _complete_dss_solution(header: fits.Header) -> None:
-    """Give a DSS plate solution back its pixel size, which Siril renames on load.
+#: The keywords of a DSS plate solution (the plate's own pixel grid, centre and polynomials).
+DSS_SOLUTION = re.compile(
+    r"^(CNPIX[12]|[XY]PIXELSZ|PPO\d+|AMD[XY]\d+|PLT(RA[HMS]|DEC(SN|[DMS])|SCALE))$"
+)
 
-    Siril builds a WCS from a DSS plate solution (``CNPIX``, ``AMD*``, ``PLT*``) and hands
-    the image over with ``XPIXSZ`` but without ``XPIXELSZ``; given the DSS keywords back
-    without ``XPIXELSZ``, it drops the WCS altogether (issue 25). ``XPIXSZ`` was rescaled
-    with the image, and ``CNPIX`` too, so ``XPIXELSZ = XPIXSZ`` (``YPIXELSZ`` likewise)
-    makes the plate solution consistent with the rescaled WCS again.
+
+def _complete_dss_solution(header: fits.Header) -> None:
+    """Hand Siril a DSS plate back in a form it keeps, and saves in a form it reads again.
+
+    Siril builds a WCS from a DSS plate solution (``CNPIX``, ``AMD*``, ``PLT*``) when it
+    loads the file, and hands the image over with ``XPIXSZ`` but without ``XPIXELSZ``
+    (measured, Siril 1.4.4, issue 25). The DSS keywords cannot go back as they are:
+
+    * without ``XPIXELSZ``, Siril drops the WCS at once;
+    * with ``XPIXELSZ``, Siril keeps the WCS, but saves ``XPIXSZ`` instead, so the file it
+      writes has the DSS keywords without a pixel size: Siril loading that file again loses
+      the WCS, and astropy reads it with ``CRPIX`` = inf (with or without the plugin).
+
+    So, when the header has the celestial FITS WCS that Siril built (rescaled exactly), the
+    DSS plate-solution keywords are removed: the output keeps Siril's WCS, in Siril and in
+    the file it saves. Without such a WCS, ``XPIXELSZ = XPIXSZ`` (rescaled, like ``CNPIX``)
+    keeps the plate solution consistent.
     """
-    if "CNPIX1" not in header or "XPIXELSZ" in header:
+    if "CNPIX1" not in header:
+        return
+    if has_celestial_wcs(header):
+        for key in [k for k in header if DSS_SOLUTION.match(k)]:
+            del header[key]
+        return
+    if "XPIXELSZ" in header:
         return
     for dss, siril in (("XPIXELSZ", "XPIXSZ"), ("YPIXELSZ", "YPIXSZ")):
         value = header.get(siril, header.get("XPIXSZ"))

@@ -16,7 +16,13 @@ from the C side that answers it (``src/io/siril_pythoncommands.c``,
 * pixels come as ``(H, W)`` or ``(C, H, W)``, float32 or uint16, as copies; the header comes
   as one string, each card followed by ``"\\n"``, then ``END``;
 * ``undo_save_state`` messages are limited to 70 bytes; ``update_progress`` accepts
-  fractions in [0, 1] only (ValueError otherwise).
+  fractions in [0, 1] only (ValueError otherwise);
+* ``cmd("close")`` unloads the image, and an image command (``save``) without an image
+  fails, as Siril's command table says (``REQ_CMD_SINGLE_IMAGE``): this is how a failed
+  plugin stops a ``siril-cli`` script file (measured with Siril 1.4.4, see test_siril14.py);
+* sirilpy's ``ensure_installed`` raises ``SirilError`` when pip cannot install the package
+  (``utility.py``: "Failed to install or verify package ..."), ``SystemExit`` when an
+  imported package would need a reinstall.
 """
 
 from __future__ import annotations
@@ -79,6 +85,17 @@ def siril_header_text(header: fits.Header) -> str:
     return "".join(card.image.rstrip() + "\n" for card in header.cards) + "END\x00"
 
 
+WCS_KEY = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT", "PC", "CD", "A_", "B_", "AP_", "BP_")
+
+
+def strip_wcs(header: fits.Header) -> fits.Header:
+    """``header`` without its FITS WCS (what Siril does to a WCS it cannot use)."""
+    out = header.copy()
+    for key in [k for k in out if k.startswith(WCS_KEY) and k not in ("PCOUNT",)]:
+        del out[key]
+    return out
+
+
 class StandInSiril:
     """A sirilpy ``SirilInterface`` stand-in that enforces the contract (see the module doc)."""
 
@@ -91,6 +108,7 @@ class StandInSiril:
         self.locked = False
         self.lock_entries = 0
         self.logs: list[str] = []
+        self.log_colors: list = []
         self.progress: list[tuple[str, float]] = []
         self.resets = 0
         self.undo: list[str] = []
@@ -182,13 +200,30 @@ class StandInSiril:
             tuple(parsed[f"NAXIS{i}"] for i in range(parsed["NAXIS"], 0, -1)) == self.pixels.shape
         )
         self.set_header_calls += 1
+        if "CNPIX1" in parsed and "XPIXELSZ" not in parsed:
+            # Siril 1.4.4: DSS plate keywords without XPIXELSZ: the WCS is dropped.
+            parsed = strip_wcs(parsed)
+            header = siril_header_text(parsed)
         self.header_text = header
+
+    def save_and_reload(self) -> fits.Header:
+        """The header after Siril 1.4.4 saves the image and loads the file again: XPIXELSZ
+        is written as XPIXSZ, and DSS keywords without XPIXELSZ then lose the WCS."""
+        saved = self.header()
+        for dss, siril_key in (("XPIXELSZ", "XPIXSZ"), ("YPIXELSZ", "YPIXSZ")):
+            if dss in saved:
+                saved[siril_key] = saved.pop(dss)
+        return strip_wcs(saved) if "CNPIX1" in saved else saved
 
     # everything else
     def cmd(self, *args):
         if self.locked:
             raise CommandError(f"Command '{args[0]}' failed: Command thread already running")
         self.commands.append(tuple(str(a) for a in args))
+        if args[0] == "close":
+            self.pixels, self.header_text = None, None
+        elif args[0] == "save" and self.pixels is None:
+            raise CommandError("Command 'save' failed: no image loaded")
 
     def undo_save_state(self, my_string):
         if len(my_string.encode("utf-8")) > 70:
@@ -206,7 +241,16 @@ class StandInSiril:
 
     def log(self, my_string, color=None):
         self.logs.append(my_string)
+        self.log_colors.append(color)
         return True
+
+    def errors(self) -> list[str]:
+        """The log's error lines: red, with the fixed prefix."""
+        return [
+            line
+            for line, color in zip(self.logs, self.log_colors, strict=True)
+            if line.startswith("AstroSleuth: ERROR: ") and color == LogColor.RED
+        ]
 
     def error_messagebox(self, my_string, modal=False):
         self.logs.append(my_string)
@@ -214,7 +258,8 @@ class StandInSiril:
 
     # helpers for the tests
     def header(self) -> fits.Header:
-        return fits.Header.fromstring(self.header_text, sep="\n")
+        """The current header (as Siril reads it: up to the C string's NUL)."""
+        return fits.Header.fromstring(self.header_text.split("\x00")[0], sep="\n")
 
 
 class FailingNet:
@@ -438,7 +483,7 @@ def test_refused_header_write_puts_the_original_back(tiny_net):
     with pytest.raises(siril.SirilUpscaleError):
         siril.upscale_current_image(fake, model=tiny_net, scale=2)
     assert np.array_equal(fake.pixels, before_pixels) and fake.pixels.shape == (24, 28)
-    assert fake.header() == fits.Header.fromstring(before_header, sep="\n")
+    assert fake.header_text == before_header.split("\x00")[0]  # the original, up to its NUL
     assert len(fake.logs) == 1 and "Siril reported an error" in fake.logs[0]
 
 
@@ -593,8 +638,11 @@ class LogColor(enum.IntEnum):
     BLUE = 4
 
 
-def fake_sirilpy(instance: StandInSiril, calls: list) -> types.ModuleType:
-    """A ``sirilpy`` module whose ``SirilInterface()`` is ``instance``."""
+def fake_sirilpy(
+    instance: StandInSiril, calls: list, install_fails: bool = False
+) -> types.ModuleType:
+    """A ``sirilpy`` module whose ``SirilInterface()`` is ``instance``; its
+    ``ensure_installed`` fails as sirilpy's does when pip finds nothing (``install_fails``)."""
     mod = types.ModuleType("sirilpy")
     mod.SirilInterface = lambda: instance
     mod.LogColor = LogColor
@@ -604,6 +652,9 @@ def fake_sirilpy(instance: StandInSiril, calls: list) -> types.ModuleType:
 
     def ensure_installed(*packages, version_constraints=None, reinstall=False):
         calls.append(("ensure_installed", packages, version_constraints))
+        if install_fails:
+            print(f"Error processing {packages[0]}: Command '['pip', 'install']' returned 1")
+            raise SirilError(f"Failed to install or verify package {packages[0]}")
         return True
 
     class TorchHelper:
@@ -628,8 +679,8 @@ def fake_sirilpy(instance: StandInSiril, calls: list) -> types.ModuleType:
     return mod
 
 
-def load_script(monkeypatch, instance: StandInSiril, calls: list):
-    monkeypatch.setitem(sys.modules, "sirilpy", fake_sirilpy(instance, calls))
+def load_script(monkeypatch, instance: StandInSiril, calls: list, install_fails: bool = False):
+    monkeypatch.setitem(sys.modules, "sirilpy", fake_sirilpy(instance, calls, install_fails))
     spec = importlib.util.spec_from_file_location("AstroSleuth_Upscale", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -647,7 +698,9 @@ def test_script_pyscript_path(monkeypatch, tiny_fast_model):
     assert rc == 0, fake.logs
     assert fake.pixels.shape == (48, 56) and fake.pixels.dtype == np.float32
     assert fake.commands == [("requires", "1.4.0")]
-    assert ("ensure_installed", ("astrosleuth-astro",), "~=0.1.0") in calls
+    # The package is installed here (0.1.x): neither pip nor the package index is asked.
+    assert not any(c[0] == "ensure_installed" and "astrosleuth-astro" in c[1] for c in calls)
+    assert fake.errors() == []
     assert any("running on the CPU" in line for line in fake.logs)  # no GPU here
     assert "upscaled x2" in fake.logs[-1] and not fake.connected
 
@@ -666,17 +719,134 @@ def test_script_conserve_flux_option(monkeypatch, tiny_fast_model):
 
 def test_script_bad_option_and_failure(monkeypatch, tiny_fast_model, tmp_path):
     data = np.full((10, 12), 0.1, np.float32)
-    fake = StandInSiril(data, None)
-    script = load_script(monkeypatch, fake, [])
+    gui = StandInSiril(data, None, cli=False)
+    script = load_script(monkeypatch, gui, [])
     assert script.main(["-scale=5"]) == 2
-    assert "bad option" in fake.logs[-1] and fake.lock_entries == 0
+    assert len(gui.errors()) == 1 and "bad option" in gui.errors()[0]
+    assert "-scale" in gui.errors()[0] and gui.lock_entries == 0
+    assert np.array_equal(gui.pixels, data) and ("close",) not in gui.commands  # GUI: kept
 
-    busy = StandInSiril(data, None, busy=True)
+    busy = StandInSiril(data, None, busy=True, cli=False)
     script = load_script(monkeypatch, busy, [])
     assert script.main([f"-model={tiny_fast_model}"]) == 1
     assert np.array_equal(busy.pixels, data)
-    errors = [line for line in busy.logs if "not changed" in line]
-    assert len(errors) == 1 and "busy" in errors[0]
+    errors = busy.errors()
+    assert len(errors) == 1 and "busy" in errors[0] and "not changed" in errors[0]
+
+
+@pytest.mark.parametrize("argv", [["-scale=5"], ["-stretch=log"], ["-device=tpu"], ["-x"]])
+def test_script_failure_stops_a_siril_cli_script(monkeypatch, argv):
+    """Siril 1.4's ``pyscript`` always succeeds; under siril-cli a failed run closes the
+    image, so the script file's next ``save`` fails (siril-cli then exits with status 1)."""
+    data = np.full((10, 12), 0.1, np.float32)
+    cli = StandInSiril(data, None, cli=True)
+    script = load_script(monkeypatch, cli, [])
+    assert script.main(argv) == 2
+    errors = cli.errors()
+    assert errors[0].startswith("AstroSleuth: ERROR: bad option: ") and "not changed" in errors[0]
+    assert "image was closed" in errors[-1] and ("close",) in cli.commands
+    with pytest.raises(CommandError):
+        cli.cmd("save", "out")  # the script file's next line
+    assert cli.lock_entries == 0 and not cli.connected
+
+
+def test_script_install_error_says_how_to_fix_it(monkeypatch, tmp_path):
+    """No package in Siril's venv and none on the index: one red line with the exact pip
+    command for Siril's Python, the option and the environment variable."""
+    data = np.full((10, 12), 0.1, np.float32)
+    fake = StandInSiril(data, None, cli=True)
+    calls: list = []
+    script = load_script(monkeypatch, fake, calls, install_fails=True)
+    monkeypatch.setattr(script, "installed_version", lambda: None)
+    monkeypatch.delenv(script.INSTALL_ENV, raising=False)
+    assert script.main(["-scale=2"]) == 1
+    assert ("ensure_installed", ("astrosleuth-astro",), "~=0.1.0") in calls
+    errors = fake.errors()
+    assert len(errors) == 2, fake.logs  # the error, then "the image was closed"
+    line = errors[0]
+    assert "astrosleuth-astro is not installed in Siril's Python" in line
+    assert f'"{sys.executable}" -m pip install "/path/to/astrosleuth-astro"' in line
+    assert "-install_from=PATH" in line and "ASTROSLEUTH_INSTALL_FROM=PATH" in line
+    assert "not changed" in line and fake.pixels is None  # closed: the next save fails
+
+    # An installed but too old package is named as such.
+    fake = StandInSiril(data, None, cli=False)
+    script = load_script(monkeypatch, fake, [], install_fails=True)
+    monkeypatch.setattr(script, "installed_version", lambda: "0.0.9")
+    assert script.main(["-scale=2"]) == 1
+    assert "astrosleuth-astro 0.0.9 is installed" in fake.errors()[0]
+    assert np.array_equal(fake.pixels, data)  # GUI: nothing closed
+
+
+def test_script_installs_from_a_local_wheel_or_checkout(monkeypatch, tmp_path):
+    data = np.full((10, 12), 0.1, np.float32)
+    fake = StandInSiril(data, None, cli=False)
+    calls: list = []
+    script = load_script(monkeypatch, fake, calls, install_fails=True)
+    versions = iter([None, "0.1.0"])  # missing, then installed by pip
+    monkeypatch.setattr(script, "installed_version", lambda: next(versions))
+    pip: list = []
+    monkeypatch.setattr(script, "run_pip", lambda args: pip.append(args) or 0)
+    monkeypatch.setattr(script, "run_upscale", lambda siril, options: 0)
+    wheel = tmp_path / "astrosleuth_astro-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    assert script.main(["-scale=2", f"-install_from={wheel}"]) == 0, fake.logs
+    assert pip == [[str(wheel)]] and fake.errors() == []
+    assert not any(c[0] == "ensure_installed" for c in calls)  # no index
+    assert script.pip_command("x")[:4] == [sys.executable, "-m", "pip", "install"]
+
+    # The argument forms: a checkout, a folder of wheels; the variable when no option.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    assert script.install_args(str(checkout)) == [str(checkout)]
+    assert script.install_args(str(tmp_path)) == [
+        "--find-links",
+        str(tmp_path),
+        "astrosleuth-astro~=0.1.0",
+    ]
+    versions = iter([None, "0.1.0"])
+    monkeypatch.setenv(script.INSTALL_ENV, str(checkout))
+    pip.clear()
+    assert script.main(["-scale=2"]) == 0 and pip == [[str(checkout)]]
+    assert "installing it from" in " ".join(fake.logs)
+
+
+@pytest.mark.parametrize("problem", ["missing", "not a wheel", "empty folder", "pip fails"])
+def test_script_install_from_problems_are_one_clear_error(monkeypatch, tmp_path, problem):
+    data = np.full((10, 12), 0.1, np.float32)
+    fake = StandInSiril(data, None, cli=True)
+    script = load_script(monkeypatch, fake, [])
+    monkeypatch.setattr(script, "installed_version", lambda: None)
+    monkeypatch.setattr(script, "run_pip", lambda args: 1)
+    source = {
+        "missing": tmp_path / "nowhere",
+        "not a wheel": tmp_path / "notes.txt",
+        "empty folder": tmp_path,
+        "pip fails": tmp_path / "astrosleuth_astro-0.1.0-py3-none-any.whl",
+    }[problem]
+    if problem in ("not a wheel", "pip fails"):
+        source.write_text("x")
+    assert script.main([f"-install_from={source}"]) == 1
+    errors = fake.errors()
+    assert len(errors) == 2 and str(source.name) in errors[0], fake.logs
+    assert f'"{sys.executable}" -m pip install' in errors[0] and fake.pixels is None
+    if problem == "pip fails":
+        assert "exit status 1" in errors[0]
+
+
+def test_installed_package_that_does_not_import_is_an_install_error(monkeypatch):
+    fake = StandInSiril(np.zeros((4, 4), np.float32), None, cli=False)
+    script = load_script(monkeypatch, fake, [])
+
+    def broken(name):
+        raise ImportError("numpy.core.multiarray failed to import")
+
+    monkeypatch.setattr(script.importlib, "import_module", broken)
+    assert script.main(["-scale=2"]) == 1
+    assert "cannot be imported (ImportError: numpy.core" in fake.errors()[0]
+    assert script.version_ok("0.1.3") and not script.version_ok("0.2.0")
+    assert not script.version_ok(None) and not script.version_ok("0.0.9")
 
 
 def test_star_stages_show_in_sirils_progress_bar(tiny_net):
@@ -691,13 +861,48 @@ def test_star_stages_show_in_sirils_progress_bar(tiny_net):
     assert stages[0] == 0.0  # detection starts before any tile
 
 
-def test_dss_plate_solution_gets_its_pixel_size_back():
-    """Siril hands a DSS plate over with XPIXSZ but not XPIXELSZ, and drops the WCS when the
-    DSS keywords come back without it (issue 25): the output header writes it again."""
-    h = siril_14_header((20, 30), sip=False)
+def dss_as_siril_hands_it(shape) -> fits.Header:
+    """A DSS plate as sirilpy hands it over: Siril's WCS built from the plate solution, the
+    DSS keywords, and the pixel size renamed XPIXSZ (no XPIXELSZ; Siril 1.4.4, issue 25)."""
+    h = siril_14_header(shape, sip=False)
     h["CNPIX1"], h["CNPIX2"] = 716, 8444
-    h["AMDX1"], h["PLTSCALE"] = 67.1, 67.2
+    h["AMDX1"], h["AMDY1"], h["PPO3"], h["PLTSCALE"], h["PLTRAH"] = 67.1, 67.2, 1.7e5, 67.2, 5
     h["XPIXSZ"], h["YPIXSZ"] = 25.28, 25.28
+    h["PLATEID"] = "0025"
+    return h
+
+
+@pytest.mark.filterwarnings("ignore:.*'datfix' made the change")
+def test_dss_plate_keeps_sirils_wcs_in_siril_and_in_its_saved_file(tiny_net):
+    """Siril drops the WCS when the DSS keywords come back without XPIXELSZ, and with
+    XPIXELSZ it keeps the WCS but saves a file it cannot read back (XPIXSZ written instead):
+    the output replaces the plate solution by Siril's WCS, rescaled."""
+    data = (field((20, 30), seed=12) / 65535).astype(np.float32)
+    h = dss_as_siril_hands_it(data.shape)
+    # The stand-in does what Siril does with the header as it came.
+    naive = StandInSiril(data, h)
+    with naive.image_lock():
+        naive.set_image_metadata_from_header_string(siril.siril_header_string(h))
+    assert "CTYPE1" not in naive.header()
+    fake = StandInSiril(data, h)
+    siril.upscale_current_image(fake, model=tiny_net, scale=2)
+    out = fake.header()
+    assert out["CTYPE1"] == "RA---TAN" and out["XPIXSZ"] == pytest.approx(12.64)
+    assert not [k for k in out if k.startswith(("CNPIX", "AMD", "PPO", "PLTRA", "PLTSC"))]
+    assert "XPIXELSZ" not in out and out["PLATEID"] == "0025"  # the label stays
+    siril_wcs = h.copy()  # Siril's WCS alone (astropy would read the partial plate solution)
+    for key in [k for k in siril_wcs if k.startswith(("CNPIX", "AMD", "PPO", "PLT"))]:
+        del siril_wcs[key]
+    sep = sky_offsets_arcsec(WCS(siril_wcs), WCS(out), data.shape, 2)
+    assert sep.max() < 1e-4
+    assert fake.save_and_reload()["CTYPE1"] == "RA---TAN"  # Siril reads its file back
+
+
+def test_dss_plate_without_a_fits_wcs_gets_its_pixel_size_back():
+    """No FITS WCS next to the plate solution: XPIXELSZ = the rescaled XPIXSZ keeps the
+    plate solution consistent with the rescaled CNPIX."""
+    h = dss_as_siril_hands_it((20, 30))
+    h = strip_wcs(h)
     out = siril.build_output_header(
         h,
         (40, 60),
@@ -720,3 +925,18 @@ def test_dss_plate_solution_gets_its_pixel_size_back():
         options=UpscaleOptions(scale=2),
     )
     assert "XPIXELSZ" not in plain
+
+
+def test_gui_run_says_how_to_restore_the_pixel_size_after_undo(tiny_net):
+    """Siril's Undo restores pixels and WCS, not XPIXSZ (Siril 1.4.4, issue 25): a GUI run
+    logs the update_key commands that set it back; a headless run (no Undo) does not."""
+    data = (field((20, 24), seed=11) / 65535).astype(np.float32)
+    header = siril_14_header(data.shape, sip=False)
+    header["XPIXSZ"], header["YPIXSZ"] = 6.45, 6.45
+    gui = StandInSiril(data, header, cli=False)
+    siril.upscale_current_image(gui, model=tiny_net, scale=2)
+    assert gui.header()["XPIXSZ"] == pytest.approx(3.225)
+    assert gui.logs[-1].endswith("update_key XPIXSZ 6.45 then update_key YPIXSZ 6.45")
+    cli = StandInSiril(data, header, cli=True)
+    siril.upscale_current_image(cli, model=tiny_net, scale=2)
+    assert len(cli.logs) == 1 and "Undo" not in cli.logs[0]
