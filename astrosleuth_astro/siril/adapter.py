@@ -66,6 +66,8 @@ class SirilUpscaleReport:
         The header had a celestial WCS, which was rescaled.
     star_protection : bool
     seconds : float
+    stretch_reason : str
+        Why ``auto`` read the image as display-referred (``"none"``); empty otherwise.
     """
 
     model: str
@@ -80,6 +82,7 @@ class SirilUpscaleReport:
     wcs: bool
     star_protection: bool
     seconds: float
+    stretch_reason: str = ""
 
 
 def _truncate_utf8(text: str, limit: int) -> str:
@@ -355,6 +358,7 @@ def upscale_current_image(
         wcs=has_celestial_wcs(header),
         star_protection=options.protect_stars,
         seconds=round(time.perf_counter() - start, 3),
+        stretch_reason=fitted.reason,
     )
     size_in = "x".join(str(n) for n in pixels.shape[::-1][:2])
     size_out = "x".join(str(n) for n in new_pixels.shape[::-1][:2])
@@ -371,10 +375,18 @@ def upscale_current_image(
         f"{report.dtype} ({', '.join(extras)}) in {report.seconds:.1f} s",
         "GREEN",
     )
+    if fitted.reason:
+        # auto read the image as a stretched picture: say so, with this script's option.
+        _log(siril, f"{LOG_PREFIX}: {siril_option_names(fitted.reason)}", "SALMON")
     hint = undo_pixel_size_hint(siril, header)
     if hint:
         _log(siril, hint)
     return report
+
+
+def siril_option_names(text: str) -> str:
+    """``text`` with the command line's stretch flag spelled as the script's option."""
+    return text.replace("--stretch mtf", "-stretch=mtf (Stretch: mtf in the dialog)")
 
 
 def undo_pixel_size_hint(siril: Any, header: Any) -> str | None:

@@ -443,6 +443,27 @@ def test_rgb_float32_in_unit_range(tiny_net):
     assert "BZERO" not in hdr and hdr["CTYPE3"] == "RGB"
 
 
+def test_auto_says_why_it_reads_a_picture_as_display_referred(tiny_net):
+    """A stretched picture (in [0, 1], background at 0.25, off the 16-bit grid): ``auto``
+    reads it as display-referred and says so in the log, naming this script's option;
+    a linear frame gets no such line."""
+    from astrosleuth_astro.stretch import fit_stretch
+
+    adu = field((32, 40), seed=6).astype(np.float64)
+    picture = np.clip(fit_stretch(adu, "mtf").forward(adu, dtype=np.float64), 0, 1)
+    fake = StandInSiril(picture.astype(np.float32), siril_14_header(picture.shape, sip=False))
+    report = siril.upscale_current_image(fake, model=tiny_net, scale=2)
+    assert report.stretch == "none" and "display-referred" in report.stretch_reason
+    notes = [line for line in fake.logs if "-stretch=mtf" in line]
+    assert len(notes) == 1 and "--stretch" not in notes[0]
+
+    linear = (adu / 65535).astype(np.float32)
+    fake = StandInSiril(linear, siril_14_header(linear.shape, sip=False))
+    report = siril.upscale_current_image(fake, model=tiny_net, scale=2)
+    assert report.stretch == "mtf" and report.stretch_reason == ""
+    assert not [line for line in fake.logs if "stretch=mtf" in line]
+
+
 @pytest.mark.filterwarnings("ignore:.*'datfix' made the change")
 @pytest.mark.parametrize("s", [3, 4])
 def test_plate_solved_header_stays_plate_solved(tiny_net, s):
