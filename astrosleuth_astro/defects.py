@@ -137,9 +137,9 @@ def find_defects(
 
 
 def bad_columns(img: np.ndarray, limit: float) -> np.ndarray:
-    """Columns whose pixels sit, on the median over the rows, more than ``limit`` from
-    the median of the two columns on either side (a bad or hot CCD column; two columns a
-    side, so that a bad column's neighbours do not look bad by contrast).
+    """Columns whose median over the rows sits more than ``limit`` from the median of the
+    medians of the two columns on either side (a bad or hot CCD column; two columns a side,
+    so that a bad column's neighbours do not look bad by contrast).
 
     Returns
     -------
@@ -149,9 +149,11 @@ def bad_columns(img: np.ndarray, limit: float) -> np.ndarray:
     h, w = img.shape
     if w < 5 or h < 8:
         return np.zeros(0, int)
-    pad = np.pad(img, ((0, 0), (2, 2)), mode="edge")
-    side = np.median(np.stack([pad[:, k : k + w] for k in (0, 1, 3, 4)]), axis=0)
-    return np.nonzero(np.abs(np.median(img - side, axis=0)) > limit)[0]
+    # Column medians first (robust to the stars a column crosses), then each against the
+    # median of its four neighbours: one median over the rows instead of one per pixel.
+    col = np.pad(np.median(img, axis=0), 2, mode="edge")
+    side = np.median(np.stack([col[k : k + w] for k in (0, 1, 3, 4)]), axis=0)
+    return np.nonzero(np.abs(col[2:-2] - side) > limit)[0]
 
 
 def _test(
@@ -342,6 +344,7 @@ def scan(
         return img, bad, ey, ex, efill
 
     found = []  # per block and channel: (c, rows, ys, xs, fill values)
+    clipped = {}  # (channel, first row) -> clipped pixels of the block
     level = np.full(n_ch, -np.inf)  # the highest value that is not a defect
     for r0, r1, a, raw in blocks():
         for c in range(n_ch):
@@ -353,6 +356,9 @@ def scan(
             clean = np.where(bad, -np.inf, img)
             clean[dy, dx] = -np.inf
             level[c] = max(level[c], float(clean[own_rows].max(initial=-np.inf)))
+            cy, cx = clipped_pixels(img, float(top[c]))
+            kept = ~bad[cy, cx]
+            clipped[(c, r0)] = (cy[kept], cx[kept])
             found.append(
                 (
                     c,
@@ -368,14 +374,17 @@ def scan(
     # (clipped_pixels decides); a channel of defects only keeps its maximum.
     level = np.where(np.isfinite(level), level, np.asarray(top, dtype=np.float64))
 
+    # Channels whose maximum is a defect: their clipped pixels are looked for again, at the
+    # highest level that is not a defect (most images need no second pass).
+    again = [c for c in range(n_ch) if level[c] < float(top[c])]
+    if again:
+        for r0, _, _, raw in blocks():
+            for c in again:
+                img, bad, *_ = filled(raw, c)
+                cy, cx = clipped_pixels(img, float(level[c]))
+                kept = ~bad[cy, cx]
+                clipped[(c, r0)] = (cy[kept], cx[kept])
     parts = []
-    clipped = {}
-    for r0, _, _, raw in blocks():
-        for c in range(n_ch):
-            img, bad, *_ = filled(raw, c)
-            cy, cx = clipped_pixels(img, float(level[c]))
-            kept = ~bad[cy, cx]
-            clipped[(c, r0)] = (cy[kept], cx[kept])
     for c, r0, r1, a, ys0, xs0, vals0 in found:
         cy, cx = clipped[(c, r0)]
         ys = np.concatenate([ys0, cy])
@@ -385,7 +394,7 @@ def scan(
         if not own.any():
             continue
         # A pixel found twice (a saturated hot pixel) is held once, with its first value.
-        width = raw.shape[-1]
+        width = shape[2]
         _, first = np.unique(ys[own] * width + xs[own], return_index=True)
         sel = np.nonzero(own)[0][first]
         parts.append((np.full(sel.size, c), ys[sel] + a, xs[sel], vals[sel]))
