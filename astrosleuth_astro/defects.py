@@ -14,13 +14,19 @@ pipeline's "held" pixels, like non-finite ones): the block's mean is the input, 
 spreads, and no value is made up.
 
 A pixel is a defect when it is more than :data:`DEFECT_SIGMA` background sigmas from the
-median of its 8 neighbours *and* those neighbours do not support it. They support it when
-their median rises, the same way, above the median of the ring of 16 pixels around them
-by at least :data:`SUPPORT_RATIO` (2 %) of the deviation and by :data:`SUPPORT_SIGMA`
-sigmas: a star's core, even binned to under a pixel FWHM, spills that much into its
-neighbours, while a hot pixel or a cosmic ray sits on flat sky (measured: below 0.3 % for
-the hot pixels of a simulated raw frame, 5-10 % for the stars of the M67 plate binned by
-4). A dead pixel's neighbours never fall towards it, so it is found even on a star's wing.
+median of its 8 neighbours *and* is not explained by its surroundings:
+
+* a bright one is a star's when its neighbours' median differs from the median of the
+  ring of 16 pixels around them by at least :data:`SUPPORT_RATIO` (2 %) of the deviation
+  and by :data:`SUPPORT_SIGMA` sigmas: a star's core, even binned to under a pixel FWHM,
+  spills that much into its neighbours, while a hot pixel or a cosmic ray sits on flat
+  sky (measured: below 0.3 % for the hot pixels of a simulated raw frame, 5-10 % for the
+  stars of the M67 plate binned by 4);
+* a dark one is a dead pixel only when it is also more than the same limit below the
+  ring (a saddle between two stars of a crowded field is below its neighbours, not below
+  its surroundings), and not at the bottom of a valley its neighbours fall into. So a
+  dead pixel is found even on a star's wing.
+
 A bad column is found as a column (:func:`bad_columns`): each of its pixels has two bad
 neighbours. Defects are taken round by round (:func:`find_defects`), so that a dead pixel
 does not make its neighbours look bright.
@@ -175,14 +181,17 @@ def _test(
     """
     m8 = np.median(_ring_values(img, ys, xs, _RING8), axis=1)
     m16 = np.median(_ring_values(img, ys, xs, _RING16), axis=1)
-    dev = img[ys, xs] - m8
+    v = img[ys, xs]
+    dev = v - m8
     rise = m8 - m16
-    supported = (
-        (rise * dev > 0)
-        & (np.abs(rise) >= SUPPORT_RATIO * np.abs(dev))
-        & (np.abs(rise) >= SUPPORT_SIGMA * sigma)
-    )
-    return (np.abs(dev) > limit) & ~supported, dev, m8
+    # A bright pixel is a star's when its neighbours rise (or fall: the edge of a star)
+    # away from the ring by a share of its deviation. A dark one is a dead pixel only when
+    # it is also below the ring around it (a saddle between two stars is not), and not at
+    # the bottom of a valley the neighbours fall into.
+    big = (np.abs(rise) >= SUPPORT_RATIO * np.abs(dev)) & (np.abs(rise) >= SUPPORT_SIGMA * sigma)
+    star = (dev > 0) & big
+    dip = (dev < 0) & ((v > m16 - limit) | ((rise < 0) & big))
+    return (np.abs(dev) > limit) & ~star & ~dip, dev, m8
 
 
 def clipped_pixels(img: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
