@@ -23,9 +23,9 @@ median of its 8 neighbours *and* is not explained by its surroundings:
   sky (measured: below 0.3 % for the hot pixels of a simulated raw frame, 5-10 % for the
   stars of the M67 plate binned by 4);
 * a dark one is a dead pixel only when it is also more than the same limit below the
-  ring (a saddle between two stars of a crowded field is below its neighbours, not below
-  its surroundings), and not at the bottom of a valley its neighbours fall into. So a
-  dead pixel is found even on a star's wing.
+  darkest pixel of the ring (a saddle between two stars of a crowded field is below its
+  neighbours, not below its surroundings), and not at the bottom of a valley its
+  neighbours fall into. So a dead pixel is found even on a star's wing.
 
 A bad column is found as a column (:func:`bad_columns`): each of its pixels has two bad
 neighbours. Defects are taken round by round (:func:`find_defects`), so that a dead pixel
@@ -180,17 +180,18 @@ def _test(
         That median.
     """
     m8 = np.median(_ring_values(img, ys, xs, _RING8), axis=1)
-    m16 = np.median(_ring_values(img, ys, xs, _RING16), axis=1)
+    ring16 = _ring_values(img, ys, xs, _RING16)
+    m16 = np.median(ring16, axis=1)
     v = img[ys, xs]
     dev = v - m8
     rise = m8 - m16
     # A bright pixel is a star's when its neighbours rise (or fall: the edge of a star)
     # away from the ring by a share of its deviation. A dark one is a dead pixel only when
-    # it is also below the ring around it (a saddle between two stars is not), and not at
-    # the bottom of a valley the neighbours fall into.
+    # it is also below the darkest pixel of the ring around it (a saddle between stars of
+    # a crowded field is not), and not at the bottom of a valley the neighbours fall into.
     big = (np.abs(rise) >= SUPPORT_RATIO * np.abs(dev)) & (np.abs(rise) >= SUPPORT_SIGMA * sigma)
     star = (dev > 0) & big
-    dip = (dev < 0) & ((v > m16 - limit) | ((rise < 0) & big))
+    dip = (dev < 0) & ((v > ring16.min(axis=1) - limit) | ((rise < 0) & big))
     return (np.abs(dev) > limit) & ~star & ~dip, dev, m8
 
 
