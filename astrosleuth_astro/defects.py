@@ -121,12 +121,13 @@ def find_defects(
         hy, hx, hdev = ys[hit], xs[hit], dev[hit]
         # Deferred: a hit next to a stronger hit of the other sign (its median may be
         # pulled by it). Streaks and columns (same sign) are all taken at once.
+        # (Sparse: the hits' own neighbourhoods only, not a filter over the image.)
         up = np.zeros(img.shape, np.float32)
         down = np.zeros(img.shape, np.float32)
         up[hy, hx] = np.maximum(hdev, 0.0)
         down[hy, hx] = np.maximum(-hdev, 0.0)
-        up = ndimage.maximum_filter(up, 3, mode="constant")[hy, hx]
-        down = ndimage.maximum_filter(down, 3, mode="constant")[hy, hx]
+        up = _ring_values(up, hy, hx, _RING8).max(axis=1)
+        down = _ring_values(down, hy, hx, _RING8).max(axis=1)
         first = np.where(hdev > 0, down <= hdev, up <= -hdev)
         ty, tx, tv = hy[first], hx[first], m8[hit][first].astype(np.float32)
         found_y.append(ty)
