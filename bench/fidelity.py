@@ -606,23 +606,34 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
 
 
-def markdown(result: dict) -> str:
-    """A markdown table of one case and scale: a row per method, a column per measure."""
-    rows = result["methods"].values()
-    cols = [k for k in MEASURES if k != "n_stars" and any(k in row for row in rows)]
+def table(title: str, methods: dict, measures: tuple[str, ...], skip: str = "") -> list[str]:
+    """Markdown lines: ``### title``, then a row per method and a column per measure
+    (those present in some row, ``skip`` left out); a method whose row is ``{"missing":
+    why}`` says so."""
+    rows = methods.values()
+    cols = [k for k in measures if k != skip and any(k in row for row in rows)]
     lines = [
-        f"### {result['case']} x{result['scale']} "
-        f"(input {result['shape_in'][0]}x{result['shape_in'][1]} {result['dtype_in']}, "
-        f"sigma {_fmt(result['sigma'])}, {result['n_stars']} stars; {result['note']})",
+        f"### {title}",
         "",
         "| method | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    for method, row in result["methods"].items():
+    for method, row in methods.items():
         if "missing" in row:
             lines.append(f"| {method} | missing: {row['missing']} |" + " |" * (len(cols) - 1))
         else:
             lines.append(f"| {method} | " + " | ".join(_fmt(row.get(k)) for k in cols) + " |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    """A markdown table of one case and scale: a row per method, a column per measure."""
+    title = (
+        f"{result['case']} x{result['scale']} "
+        f"(input {result['shape_in'][0]}x{result['shape_in'][1]} {result['dtype_in']}, "
+        f"sigma {_fmt(result['sigma'])}, {result['n_stars']} stars; {result['note']})"
+    )
+    lines = table(title, result["methods"], MEASURES, skip="n_stars")
     return "\n".join(lines)
 
 

@@ -615,20 +615,13 @@ def run_case(case: Case, scale: int, net, methods=METHODS) -> dict:
 
 def markdown(result: dict) -> str:
     """A markdown table of one case and scale: a row per method, a column per measure."""
-    rows = result["methods"].values()
-    cols = [k for k in MEASURES if k != "stars_in" and any(k in row for row in rows)]
-    lines = [
-        f"### {result['case']} x{result['scale']} (input {result['shape_in'][0]}x"
+    title = (
+        f"{result['case']} x{result['scale']} (input {result['shape_in'][0]}x"
         f"{result['shape_in'][1]}, sigma {fd._fmt(result['sigma'])}, FWHM "
         f"{result['fwhm_px']:.2f} px, {result['stars_in']} stars at "
-        f"{THRESHOLD_SIGMA:g} sigma, {result['fwhm_stars']} fitted; {result['note']})",
-        "",
-        "| method | " + " | ".join(cols) + " |",
-        "|---|" + "---:|" * len(cols),
-    ]
-    for method, row in result["methods"].items():
-        lines.append(f"| {method} | " + " | ".join(fd._fmt(row.get(k)) for k in cols) + " |")
-    return "\n".join(lines)
+        f"{THRESHOLD_SIGMA:g} sigma, {result['fwhm_stars']} fitted; {result['note']})"
+    )
+    return "\n".join(fd.table(title, result["methods"], MEASURES, skip="stars_in"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -237,6 +237,12 @@ def display_fits(tmp_path):
     return write_fits(tmp_path / "processed.fits", DISPLAY["float_picture_bg_0.25"])
 
 
+def upscale_2x(capsys, model, src, out, *flags):
+    """``astrosleuth-astro upscale SRC -o OUT --model MODEL --scale 2 FLAGS...`` in-process:
+    ``(exit code, stdout, stderr)``."""
+    return run_cli(capsys, "upscale", src, "-o", out, "--model", model, "--scale", "2", *flags)
+
+
 def _reason_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if FLAG in line]
 
@@ -266,18 +272,7 @@ def test_display_fits_cli_json_has_reason(capsys, tiny_fast_model, display_fits,
     ``stretch_reason`` is the same sentence, naming ``--stretch mtf``; stderr still has
     the one line."""
     out = tmp_path / "up.fits"
-    code, stdout, err = run_cli(
-        capsys,
-        "upscale",
-        display_fits,
-        "-o",
-        out,
-        "--model",
-        tiny_fast_model,
-        "--scale",
-        "2",
-        "--json",
-    )
+    code, stdout, err = upscale_2x(capsys, tiny_fast_model, display_fits, out, "--json")
     assert code == 0, err
     (result,) = json.loads(stdout)["results"]
     assert result["stretch"] == "none"
@@ -289,19 +284,8 @@ def test_display_fits_explicit_mtf_is_silent(capsys, tiny_fast_model, display_fi
     """With ``--stretch mtf`` the choice is the user's: no stretch line on stderr, an empty
     ``stretch_reason`` and ``mtf`` in the JSON and in the output header."""
     out = tmp_path / "up.fits"
-    code, stdout, err = run_cli(
-        capsys,
-        "upscale",
-        display_fits,
-        "-o",
-        out,
-        "--model",
-        tiny_fast_model,
-        "--scale",
-        "2",
-        "--stretch",
-        "mtf",
-        "--json",
+    code, stdout, err = upscale_2x(
+        capsys, tiny_fast_model, display_fits, out, "--stretch", "mtf", "--json"
     )
     assert code == 0, err
     (result,) = json.loads(stdout)["results"]
@@ -317,19 +301,7 @@ def test_display_fits_quiet_suppresses_line_not_json(
     """``--quiet`` silences stderr entirely (the code skips the stretch line under
     ``--quiet``), but the ``--json`` result still carries the reason."""
     out = tmp_path / "up.fits"
-    code, stdout, err = run_cli(
-        capsys,
-        "upscale",
-        display_fits,
-        "-o",
-        out,
-        "--model",
-        tiny_fast_model,
-        "--scale",
-        "2",
-        "--json",
-        "--quiet",
-    )
+    code, stdout, err = upscale_2x(capsys, tiny_fast_model, display_fits, out, "--json", "--quiet")
     assert code == 0, err
     assert err == ""
     (result,) = json.loads(stdout)["results"]
