@@ -161,6 +161,10 @@ MEASURES = (
     "sharpness",
     "sharpness_vs_bicubic",
     "pattern_rms_sigma",
+    "texture_sigma",
+    "texture_vs_bicubic",
+    "texture_coherence",
+    "coherence_vs_bicubic",
     "flux_ratio_median",
     "centroid_shift_px",
     "seconds",
@@ -539,6 +543,59 @@ def pattern_rms_sigma(ref: Reference, out: np.ndarray) -> float:
     return float(np.sqrt(np.mean((means - means.mean()) ** 2)) / ref.sigma)
 
 
+def _sky_residual(ref: Reference, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``out - G(out)`` (``G`` as in :func:`pattern_rms_sigma`), the sky mask at the output
+    scale without :data:`BORDER` input px at each edge, and the scale."""
+    s = _scale(ref, out)
+    out = np.asarray(out, dtype=np.float64)
+    d = out - ndimage.gaussian_filter(out, sigma=float(s), mode="nearest")
+    ok = fd.upsample_nearest(ref.sky, s) & np.isfinite(d)
+    b = BORDER * s
+    ok[:b], ok[-b:], ok[:, :b], ok[:, -b:] = False, False, False, False
+    return d, ok, s
+
+
+def texture_sigma(ref: Reference, out: np.ndarray) -> float | None:
+    """Structure of the sky below the input's pixel scale, in sigma.
+
+    The standard deviation over the sky (as in :func:`pattern_rms_sigma`) of ``out -
+    G(out)``, ``G`` a Gaussian of sigma 1 input px: what the output puts on the sky at
+    scales finer than an input pixel, noise or invented texture alike. An output that
+    makes no sub-pixel structure scores 0; ``texture_vs_bicubic`` is this over bicubic's
+    (a smooth interpolation of the same data). None without sky.
+    """
+    d, ok, _ = _sky_residual(ref, out)
+    if ok.sum() < 100:
+        return None
+    return float(np.std(d[ok]) / ref.sigma)
+
+
+def texture_coherence(ref: Reference, out: np.ndarray) -> float | None:
+    """How elongated ("worm-like") the sky's fine structure is, 0 to 1.
+
+    The structure tensor (``skimage.feature.structure_tensor``, Gaussian window of sigma
+    1 input px) of ``out - G(out)`` (:func:`texture_sigma`), its eigenvalues ``l1 >= l2``
+    at each sky pixel, and the coherence ``((l1 - l2) / (l1 + l2))**2`` averaged over
+    the sky weighted by ``l1 + l2`` (where there is structure). Isotropic noise, or a
+    smooth interpolation of it, gives a low value; strands and worms give a high one.
+    Read beside bicubic's (``coherence_vs_bicubic``). None without sky.
+    """
+    from skimage.feature import structure_tensor
+
+    d, ok, s = _sky_residual(ref, out)
+    if ok.sum() < 100:
+        return None
+    arr, arc, acc = structure_tensor(d, sigma=float(s), order="rc")
+    tr = arr + acc
+    det = arr * acc - arc * arc
+    disc = np.sqrt(np.maximum(tr * tr / 4.0 - det, 0.0))
+    l1, l2 = tr / 2.0 + disc, tr / 2.0 - disc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coh = np.where(tr > 0, ((l1 - l2) / (l1 + l2)) ** 2, 0.0)
+    w = tr[ok]
+    return float(np.sum(coh[ok] * w) / np.sum(w)) if np.sum(w) > 0 else None
+
+
 def measure(ref: Reference, out: np.ndarray, truth: np.ndarray) -> dict:
     """Every per-output measure of ``out`` (not the ``*_vs_bicubic`` and ``gain_*``)."""
     found = detections(ref, out)
@@ -551,6 +608,8 @@ def measure(ref: Reference, out: np.ndarray, truth: np.ndarray) -> dict:
         "fwhm_ratio": fwhm_ratio(ref, out),
         "sharpness": sharpness(ref, out, found),
         "pattern_rms_sigma": pattern_rms_sigma(ref, out),
+        "texture_sigma": texture_sigma(ref, out),
+        "texture_coherence": texture_coherence(ref, out),
         "flux_ratio_median": fd.flux_ratio_median(ref.fid, out),
         "centroid_shift_px": fd.centroid_shift_px(ref.fid, out),
     }
@@ -574,6 +633,8 @@ def compare(rows: dict) -> None:
     m["kept_vs_bicubic"] = _ratio(m["stars_kept"], b["stars_kept"])
     m["invented_vs_bicubic"] = _ratio(m["invented"], b["invented"])
     m["sharpness_vs_bicubic"] = _ratio(m["sharpness"], b["sharpness"])
+    m["texture_vs_bicubic"] = _ratio(m.get("texture_sigma"), b.get("texture_sigma"))
+    m["coherence_vs_bicubic"] = _ratio(m.get("texture_coherence"), b.get("texture_coherence"))
 
 
 # --------------------------------------------------------------------------- the run

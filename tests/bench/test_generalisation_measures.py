@@ -140,6 +140,42 @@ def test_pattern_of_a_nearest_upsampled_gradient_is_its_sawtooth():
     assert gen.pattern_rms_sigma(ref, _nearest(lr, s)) == pytest.approx(want, rel=0.05)
 
 
+@pytest.fixture(scope="module")
+def noise_sky():
+    """A star-less sky of 100 with white noise SIGMA, and its reference."""
+    lr = 100 + np.random.default_rng(4).normal(0, SIGMA, (N, N))
+    return lr, gen.reference(lr, FWHM)
+
+
+def test_texture_is_the_sub_pixel_structure_of_the_sky(noise_sky):
+    """A smooth output has no structure below an input pixel; nearest neighbour (each input
+    pixel's noise as a flat block, with edges at every block) has more than bicubic."""
+    from astrosleuth_astro.metrics.image import bicubic
+
+    lr, ref = noise_sky
+    assert gen.texture_sigma(ref, np.full((4 * N, 4 * N), 100.0)) == pytest.approx(0.0)
+    bic = gen.texture_sigma(ref, bicubic(lr, 4, clip=False))
+    near = gen.texture_sigma(ref, _nearest(lr, 4))
+    assert 0.1 < bic < near
+
+
+def test_coherence_tells_strands_from_isotropic_noise(noise_sky):
+    """Worm-like strands (noise smoothed along one direction only) are far more coherent
+    than the same noise smoothed isotropically, which the bicubic of white noise is
+    close to."""
+    from astrosleuth_astro.metrics.image import bicubic
+
+    lr, ref = noise_sky
+    rng = np.random.default_rng(5)
+    white = rng.normal(0, SIGMA, (4 * N, 4 * N))
+    iso = 100 + ndimage.gaussian_filter(white, 2.0) * 4
+    strands = 100 + ndimage.gaussian_filter(white, (0.7, 8.0)) * 8
+    c_iso = gen.texture_coherence(ref, iso)
+    c_bic = gen.texture_coherence(ref, bicubic(lr, 4, clip=False))
+    c_str = gen.texture_coherence(ref, strands)
+    assert c_str > 0.5 > 0.25 > max(c_iso, c_bic)
+
+
 def test_compare_gives_gains_and_ratios():
     rows = {
         "model": {"psnr_stretched": 30.0, "psnr_linear": 40.0, "stars_kept": 45, "invented": 6}
