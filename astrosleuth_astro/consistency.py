@@ -236,8 +236,9 @@ def make_consistent(
     stretch : Stretch
         The display stretch of the run (shares the remainder of a bounded footprint).
     good : ndarray of bool, shape (C, n, W), optional
-        Input pixels that take part (False: held pixels, whose footprints the caller
-        restores, and which must not spread).
+        False at held pixels: the caller restores their footprints, so no remainder is
+        put into them (they still take part in the correction, with the value the
+        network saw).
     scale : int
         Output pixels per input pixel (the network's native scale).
     limits : (ndarray, ndarray or None), optional

@@ -101,7 +101,8 @@ def find_defects(
     # neighbours, which a star's wing could pass for.
     cols = bad_columns(img, limit)
     if cols.size:
-        cy, cx = np.nonzero(np.isin(np.arange(img.shape[1]), cols)[None, :].repeat(img.shape[0], 0))
+        cy = np.repeat(np.arange(img.shape[0]), cols.size)
+        cx = np.tile(cols, img.shape[0])
         fill = np.median(_ring_values(img, cy, cx, _RING8), axis=1).astype(np.float32)
         found_y.append(cy)
         found_x.append(cx)
@@ -166,11 +167,8 @@ def bad_columns(img: np.ndarray, limit: float) -> np.ndarray:
 def _test(
     img: np.ndarray, ys: np.ndarray, xs: np.ndarray, limit: float, sigma: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which candidates are defects: far from their neighbours' median, and not a star.
-
-    A star's core has neighbours that rise towards it: their median is above the ring's
-    by at least :data:`SUPPORT_RATIO` of the deviation, with the same sign (a dead pixel
-    on a star's wing sits under neighbours that rise towards the star, not down to it).
+    """Which candidates are defects: far from their neighbours' median, and neither a
+    star's pixel nor a dip between sources (the rule of the module docstring).
 
     Returns
     -------

@@ -368,22 +368,18 @@ def linear_auto(data: np.ndarray) -> tuple[str, str]:
     )
 
 
-def on_16bit_grid(chw: np.ndarray, max_samples: int = 200_000) -> bool:
+def on_16bit_grid(chw: np.ndarray) -> bool:
     """Whether float data in [0, 1] is a 16-bit integer frame divided by 65535.
 
-    At least :data:`INTEGER_GRID_FRACTION` of a strided sample of the values strictly
-    inside (0, 1) lie within :data:`GRID_TOLERANCE` of ``k / 65535``; at least 1000 such
-    values are needed to say so (a black picture of zeros is not evidence).
+    At least :data:`INTEGER_GRID_FRACTION` of the statistics sample (:func:`_subsample`)
+    of the values strictly inside (0, 1) lie within :data:`GRID_TOLERANCE` of
+    ``k / 65535``; at least 1000 such values are needed to say so (a black picture of
+    zeros is not evidence).
     """
     if np.issubdtype(chw.dtype, np.integer):
         return False
-    per = max(1, max_samples // max(1, chw.shape[0]))
-    parts = []
-    for channel in chw:
-        step = max(1, int(np.ceil(np.sqrt(channel.size / per))))
-        parts.append(np.asarray(channel[::step, ::step], dtype=np.float64).ravel())
-    v = np.concatenate(parts)
-    v = v[np.isfinite(v) & (v > 0.0) & (v < 1.0)] * 65535.0
+    v = np.concatenate([_subsample(channel) for channel in chw])
+    v = v[(v > 0.0) & (v < 1.0)] * 65535.0
     if v.size < 1000:
         return False
     return bool(np.mean(np.abs(v - np.rint(v)) <= GRID_TOLERANCE) >= INTEGER_GRID_FRACTION)

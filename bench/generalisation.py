@@ -450,12 +450,7 @@ def reference(
 
 
 def _scale(ref: Reference, out: np.ndarray) -> int:
-    h, w = ref.lr.shape
-    oh, ow = np.shape(out)
-    s = oh // h
-    if s < 1 or oh != s * h or ow != s * w:
-        raise ValueError(f"out: shape {np.shape(out)} is not an integer scale of {ref.lr.shape}")
-    return s
+    return fd._scale(ref.fid, out)  # the output's integer scale, checked
 
 
 def _matched(a: np.ndarray, b: np.ndarray, radius: float = MATCH_PX) -> np.ndarray:
