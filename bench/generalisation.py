@@ -5,10 +5,13 @@ model=net, scale=s)`` with its default options (``conserve_flux="consistent"``, 
 in and out), and by bicubic (:func:`astrosleuth_astro.metrics.image.bicubic`, ``clip=False``),
 at scales 4 and 2, and both outputs are scored against the truth and the input.
 
-**Not done here: leave-one-out over the real images** (issue 26 item 4, first bullet:
-each real image scored by a model trained without it). That needs one training per fold;
-this script only evaluates a given model (``--model``, a registry name or a weights file,
-through :func:`astrosleuth_astro.get_backend`).
+Leave-one-out over the real training images (issue 26 item 4, first bullet): with
+``--loo NAME=MODEL`` (repeatable) the case ``loo_NAME`` (:data:`LOO`) is the centre of that
+training image, scored by ``MODEL``, a model trained **without** it (one training per fold,
+``train/configs/noise_aware.toml`` with the image removed from ``[data]``; the README's
+"Training" section says how the folds differ from the shipped run). The other cases use
+``--model`` (a registry name or a weights file, through
+:func:`astrosleuth_astro.get_backend`).
 
 The cases
 ---------
@@ -45,6 +48,11 @@ stars, FWHM 1.0-3.5 LR px, beta 2.2-4.5, 0.002-0.03 stars/px, white noise;
 * Seeds (used by no other bench and not by the trainer): catalogue, noise and sky
   streams ``SEED + 0``, ``+ 1``, ``+ 2`` with ``SEED`` 26_001 (``sim2_undersampled``) and
   26_011 (``sim2_moffat``).
+
+``loo_horsehead``, ``loo_spitzer``, ``loo_sdss``: the centre 512 x 512 (512 x 512 of
+the 513-row Spitzer frame) of ``HorseHead.fits``, ``spitzer_example_image.fits`` and
+``reprojected_sdss_r.fits.bz2`` (the r band of the SDSS cube the trainer stacks) from
+``--data``, made like ``real_m67``.
 
 ``real_m67``: the centre 512 x 512 of ``M6707HH.fits`` (a DSS plate of M67, val_only in
 the training data, never trained on) from ``--data`` as truth, area-averaged by the scale
@@ -107,9 +115,15 @@ MATCH_PX = 1.0
 BORDER = 4
 #: At most this many isolated bright stars have their FWHM fitted.
 MAX_FIT = 150
+#: Leave-one-out cases: the training image each one holds out.
+LOO = {
+    "loo_horsehead": "HorseHead.fits",
+    "loo_spitzer": "spitzer_example_image.fits",
+    "loo_sdss": "reprojected_sdss_r.fits.bz2",
+}
 LOO_NOTE = (
-    "NOT DONE: leave-one-out over the real images (issue 26 item 4, first bullet) needs "
-    "one training per fold; this script scores one given model."
+    "leave-one-out: each loo_* case is scored by the fold model given with --loo, trained "
+    "without that image; the other cases by --model."
 )
 
 SIM2 = {
@@ -272,6 +286,8 @@ def make_case(name: str, scale: int, data_dir: Path, size: int | None = None) ->
     """The case ``name`` at ``scale`` (None when its data is missing)."""
     if name in SIM2:
         return sim2(name, scale, size)
+    if name in LOO:
+        return loo_case(name, scale, data_dir)
     if name == "real_m67":
         c = fd.real_m67(data_dir, scale)
     elif name == "hdf_8bit":
@@ -281,6 +297,25 @@ def make_case(name: str, scale: int, data_dir: Path, size: int | None = None) ->
     if c is None:
         return None
     return Case(name, c.lr, c.truth, c.fwhm, note=c.note)
+
+
+def loo_case(name: str, scale: int, data_dir: Path) -> Case | None:
+    """A leave-one-out case: the centre of a training image, area-averaged by ``scale``."""
+    from astropy.io import fits
+
+    from astrosleuth_astro.sim import area_downsample
+
+    path = Path(data_dir) / LOO[name]
+    if not path.is_file():
+        return None
+    with fits.open(path, memmap=False) as hdul:
+        hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
+        data = np.asarray(hdu.data, dtype=np.float64)
+    data = np.nan_to_num(data.reshape(data.shape[-2:]), nan=float(np.nanmedian(data)))
+    crop = min(fd.CROP, data.shape[0] // 8 * 8, data.shape[1] // 8 * 8)
+    truth = fd._centre_crop(data, crop)
+    note = f"{path.name} centre {crop}x{crop} as truth (left out of its fold's training)"
+    return Case(name, area_downsample(truth, scale), truth, 2.0, note=note)
 
 
 # --------------------------------------------------------------------------- the input
@@ -686,15 +721,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated")
     parser.add_argument("--data", default="../shared/data", help="folder of M6707HH.fits")
     parser.add_argument("--model", default="default", help="registry name or weights file")
+    parser.add_argument(
+        "--loo",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help=f"a fold model for case loo_NAME ({', '.join(k[4:] for k in LOO)}); repeatable",
+    )
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)  # tests
     parser.add_argument("--json", metavar="OUT.json", help="write every result there")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = parser.parse_args(argv)
     scales = [int(s) for s in fd._csv(args.scales)]
     cases = fd._csv(args.cases)
+    folds = {}
+    for item in args.loo:
+        name, sep, path = item.partition("=")
+        if not sep or f"loo_{name}" not in LOO:
+            parser.error(
+                f"--loo: {item!r} (NAME=MODEL with NAME in {', '.join(k[4:] for k in LOO)})"
+            )
+        folds[f"loo_{name}"] = path
+    cases += [c for c in folds if c not in cases]
     for c in cases:
-        if c not in CASES:
+        if c not in CASES and c not in LOO:
             parser.error(f"--cases: unknown case {c!r} (choose from {', '.join(CASES)})")
+        if c in LOO and c not in folds:
+            parser.error(f"--cases: {c} needs its fold model (--loo {c[4:]}=MODEL)")
     for s in scales:
         if s not in (2, 4):
             parser.error(f"--scales: {s} (choose from 2, 4)")
@@ -704,18 +757,22 @@ def main(argv: list[str] | None = None) -> int:
     print(LOO_NOTE, flush=True)
     net = asa.get_backend(args.model)
     asa.upscale(np.full((32, 32), 100.0) + np.eye(32), model=net)  # load and warm it
+    fold_nets = {c: asa.get_backend(p) for c, p in folds.items()}
     results, skipped = [], []
     for name in cases:
         for s in scales:
             case = make_case(name, s, Path(args.data), args.size)
             if case is None:
-                note = f"{name}: skipped, {Path(args.data) / 'M6707HH.fits'} not found"
+                missing = LOO.get(name, "M6707HH.fits")
+                note = f"{name}: skipped, {Path(args.data) / missing} not found"
                 if note not in skipped:
                     print(note, file=sys.stderr)
                     skipped.append(note)
                 continue
             start = time.perf_counter()
-            res = run_case(case, s, net)
+            res = run_case(case, s, fold_nets.get(name, net))
+            if name in folds:
+                res["model"] = folds[name]
             results.append(res)
             print(f"{name} x{s}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
             if args.markdown:
@@ -730,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
             "sim2": {k: {**SIM2_COMMON, **v} for k, v in SIM2.items()},
             "threshold_sigma": THRESHOLD_SIGMA,
             "match_px": MATCH_PX,
-            "leave_one_out": LOO_NOTE,
+            "leave_one_out": {"note": LOO_NOTE, "folds": folds},
             "results": results,
             "skipped": skipped,
         }

@@ -36,6 +36,27 @@ def tiny_fast_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_noise_aware_model(tmp_path_factory):
+    """A small noise-aware FAST (3 image + 2 conditioning channels in), fixed random
+    weights, saved as .safetensors; its conditioning weights are scaled up so that the
+    noise map visibly changes the output."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from astrosleuth_astro.archs.compact import CompactSR
+
+    torch.manual_seed(1)
+    net = CompactSR(num_in_ch=5, num_feat=8, num_conv=2)
+    with torch.no_grad():
+        net.body[0].weight[:, 3:].mul_(5.0)
+        net.conv_up2.weight.mul_(0.1)
+        net.conv_up2.bias.zero_()
+    path = tmp_path_factory.mktemp("models") / "tiny_noise_aware.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_fast_onnx(tiny_fast_model, tmp_path_factory):
     """The same tiny network exported to ONNX."""
     from astrosleuth_astro.models import export_onnx

@@ -26,6 +26,7 @@ LAYERS = {
     "io": 1,
     "resample": 1,
     "stretch": 1,
+    "noise": 2,
     "archs": 1,
     "models": 2,
     "conserve": 2,

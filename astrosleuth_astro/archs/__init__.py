@@ -33,6 +33,7 @@ __all__ = [
     "arch_module",
     "arch_of",
     "build_arch",
+    "cond_channels",
     "detect_arch",
     "unwrap_state_dict",
 ]
@@ -82,6 +83,17 @@ def arch_of(model: Any) -> str:
         if isinstance(model, getattr(arch_module(_CLASSES[cls_name]), cls_name)):
             return _CLASSES[cls_name]
     return "unknown"
+
+
+def cond_channels(model: Any) -> int:
+    """Conditioning channels a network takes after its 3 image channels (0 for most;
+    2 for a noise-aware FAST, see :mod:`astrosleuth_astro.noise`)."""
+    body = getattr(model, "body", None)
+    first = body[0] if body is not None and len(body) else None
+    n_out = getattr(model, "num_out_ch", None)
+    if first is None or n_out is None or not hasattr(first, "in_channels"):
+        return 0
+    return max(int(first.in_channels) - int(n_out), 0)
 
 
 def __getattr__(name: str) -> Any:

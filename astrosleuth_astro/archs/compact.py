@@ -26,7 +26,9 @@ class CompactSR(nn.Module):
     Parameters
     ----------
     num_in_ch, num_out_ch : int
-        Input and output channels (3 for AstroSleuth).
+        Input and output channels (3 for AstroSleuth). A noise-aware network takes
+        conditioning channels after the image ones (``num_in_ch = num_out_ch + 2``:
+        :mod:`astrosleuth_astro.noise`); its bilinear copy is of the image channels.
     num_feat : int
         Features of the body convs (64 upstream).
     num_conv : int
@@ -50,6 +52,7 @@ class CompactSR(nn.Module):
         if upscale != 4:
             raise ValueError("CompactSR supports upscale=4 only")
         self.upscale = upscale
+        self.num_out_ch = num_out_ch
         num_up_feat = num_up_feat or num_feat // 2
         layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), nn.PReLU(num_feat)]
         for _ in range(num_conv):
@@ -77,7 +80,9 @@ class CompactSR(nn.Module):
         return self.conv_up2(up)
 
     def base(self, x: torch.Tensor) -> torch.Tensor:
-        """The bilinear 4x copy of the input that the detail is added to."""
+        """The bilinear 4x copy of the input's image channels that the detail is added to."""
+        if x.shape[1] > self.num_out_ch:  # conditioning channels follow the image
+            x = x[:, : self.num_out_ch]
         return F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
 
 
@@ -149,6 +154,7 @@ class FoldedCompactSR(nn.Module):
     def __init__(self, src: CompactSR) -> None:
         super().__init__()
         self.upscale = src.upscale
+        self.num_out_ch = src.num_out_ch
         self.body = src.body
         self.lrelu = src.lrelu
         w1, w2 = src.conv_up1.weight, src.conv_up2.weight
@@ -192,22 +198,26 @@ class MonoCompactSR(nn.Module):
     Parameters
     ----------
     src : CompactSR or FoldedCompactSR
-        With as many output channels as input channels (3 for AstroSleuth).
+        Its image channels (3 for AstroSleuth) are summed into one; conditioning channels
+        after them are kept as they are.
     """
 
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
         first, last = src.body[0], src.conv_up2
-        n_ch = first.in_channels
-        if last.out_channels % n_ch:
-            raise ValueError("MonoCompactSR needs as many output as input channels")
+        n_ch = src.num_out_ch
+        n_cond = first.in_channels - n_ch
+        if last.out_channels % n_ch or n_cond < 0:
+            raise ValueError("MonoCompactSR needs the image channels first, as many as output")
         phases = last.out_channels // n_ch  # 4 sub-pixel phases when folded, else 1
         self.upscale = src.upscale
+        self.num_out_ch = 1
         self._upsample, self._base = type(src).upsample, type(src).base
-        conv0 = nn.Conv2d(1, first.out_channels, 3, 1, 1)
+        conv0 = nn.Conv2d(1 + n_cond, first.out_channels, 3, 1, 1)
         conv2 = nn.Conv2d(last.in_channels, phases, 3, 1, 1)
         with torch.no_grad():
-            w0 = first.weight.detach().double().sum(dim=1, keepdim=True)
+            w = first.weight.detach().double()
+            w0 = torch.cat([w[:, :n_ch].sum(dim=1, keepdim=True), w[:, n_ch:]], dim=1)
             conv0.weight.copy_(w0.to(first.weight.dtype))
             conv0.bias.copy_(first.bias)
             # Output channel o * phases + k holds phase k of image channel o.
@@ -233,6 +243,8 @@ class MonoCompactSR(nn.Module):
 def mono_variant(model: nn.Module) -> nn.Module | None:
     """The :class:`MonoCompactSR` form of a FAST network (plain or folded), else None."""
     if isinstance(model, (CompactSR, FoldedCompactSR)):
+        if model.body[0].in_channels < model.num_out_ch:  # a 1-in, 3-out net: nothing to sum
+            return None
         return MonoCompactSR(model)
     return None
 

@@ -42,8 +42,10 @@ from ..engine.tiles import (
     choose_tile,
     iter_tile_rows,
 )
+from ..errors import ModelError
 from ..io import check_not_same, format_from_name, open_fits_output, read_image
 from ..io.atomic import TEMP_PREFIX
+from ..noise import NoiseModel
 from ..pipeline import (
     BAND_ROWS,
     NATIVE_SCALE,
@@ -55,6 +57,7 @@ from ..pipeline import (
     mono_net,
     prepare,
 )
+from ..pipeline.condition import cond_channels_of, conditioned, noise_of
 from .jobs import (
     COMPLETE,
     DONE,
@@ -122,6 +125,8 @@ class BandTask:
     flux_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     work: str | None = None
     hi: np.ndarray | None = None
+    #: The whole input's noise model, for a noise-aware network (None otherwise).
+    noise: NoiseModel | None = None
 
 
 def process_banded(
@@ -173,7 +178,7 @@ def process_banded(
             (res,) = runner.map(process_job, [job], model, options)
             return res
         overwrite = options.overwrite or state != MISSING
-        tasks, scratch = _prepare(image, job, opts, bands, plan)
+        tasks, scratch = _prepare(image, job, opts, bands, plan, cond_channels_of(net))
         try:
             header = upscaled_header(image.header, tasks[0].stretch, net, opts)
             del image
@@ -198,14 +203,23 @@ def _at(task: BandTask, target: str, offset: int) -> BandTask:
     return replace(task, target=target, offset=offset)
 
 
-def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int | None, int]):
+def _prepare(
+    image,
+    job: Job,
+    opts: UpscaleOptions,
+    bands,
+    plan: tuple[int, int | None, int],
+    n_cond: int = 0,
+):
     """What the pipeline computes on the whole image, as scratch files and task fields.
 
     Uses the pipeline's own :func:`~astrosleuth_astro.pipeline.prepare`, with the stretch
-    fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it.
+    fitted as :func:`~astrosleuth_astro.api.upscale_image` fits it (and, for a
+    noise-aware network, ``n_cond > 0``, the noise model it is told).
     """
 
     prep = prepare(image.restore_shape(image.data), input_stretch(image, opts.stretch))
+    noise = noise_of(prep) if n_cond else None
     n_ch, h, w = prep.chw.shape
     flux_mode = opts.conserve_flux
     levels = source_levels(prep.chw, stats=prep.background) if flux_mode != "off" else None
@@ -254,6 +268,7 @@ def _prepare(image, job: Job, opts: UpscaleOptions, bands, plan: tuple[int, int 
             conserve_flux=flux_mode,
             flux_levels=levels,
             hi=prep.hi,
+            noise=noise,
             **paths,
         )
         for i, rows in enumerate(bands)
@@ -275,6 +290,10 @@ def run_band(task: BandTask, model: ModelSpec) -> dict:
     stretched = np.load(task.stretched, mmap_mode="r")
     n_ch, h, w = stretched.shape
     net_c = mono_net(net) if n_ch == 1 else net
+    if cond_channels_of(net):
+        if task.noise is None:
+            raise ModelError(f"{task.target}: a noise-aware network needs the input's noise model")
+        net_c = conditioned(net_c, task.stretch, task.noise)
     n = NATIVE_SCALE
     a, b = task.rows
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..archs import arch_of
+from ..archs import arch_of, cond_channels
 from ..errors import InputError, ModelError
 from ..models.loader import ModelInfo, OnnxModel, check_batch, load
 from ..models.registry import DEFAULT_MODEL, DEFAULT_TILE, ModelEntry, get_entry
@@ -45,11 +45,18 @@ BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("cpu", "cuda", "mps")
 
 
-def repeat_mean(net: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """Run a 3-channel network on 1-channel batches: three copies in, the mean out."""
+def repeat_mean(
+    net: Callable[[np.ndarray], np.ndarray], n_cond: int = 0
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a 3-channel network on 1-channel batches: three copies in, the mean out.
+
+    With ``n_cond`` conditioning channels (a noise-aware network), the batch is
+    ``(N, 1 + n_cond, h, w)``: the image channel is copied, the conditioning ones follow.
+    """
 
     def run(batch: np.ndarray) -> np.ndarray:
-        out = net(np.repeat(batch, 3, axis=1))
+        image = np.repeat(batch[:, :1], 3, axis=1)
+        out = net(np.concatenate([image, batch[:, 1:]], axis=1) if n_cond else image)
         return out.mean(axis=1, keepdims=True, dtype=np.float32)
 
     return run
@@ -116,6 +123,10 @@ class Backend:
         """Receptive-field radius in LR pixels, where known (FAST only), else None."""
         return None
 
+    #: Conditioning channels the network takes after the image (2 for a noise-aware
+    #: network, :mod:`astrosleuth_astro.noise`; the pipeline appends them to each tile).
+    cond_channels: int = 0
+
     @property
     def tiling(self) -> Tiling:
         """Tile size, context pad and batch size for this model on this device."""
@@ -129,9 +140,10 @@ class Backend:
         """The network for grey images: ``(N, 1, h, w)`` to ``(N, 1, 4h, 4w)`` float32.
 
         Equal (to float rounding) to running the 3-channel network on three copies of the
-        input and averaging its three outputs, which is what this default does.
+        input and averaging its three outputs, which is what this default does. A
+        noise-aware network's batch is ``(N, 1 + cond_channels, h, w)``.
         """
-        return repeat_mean(self)
+        return repeat_mean(self, self.cond_channels)
 
     def __repr__(self) -> str:
         return (
@@ -202,13 +214,14 @@ class TorchBackend(Backend):
         self._net.to(memory_format=torch.channels_last)
         self._mixed = isinstance(self._net, FoldedCompactSR)
         self._mono: nn.Module | None = None  # built on first use by mono()
+        self.cond_channels = cond_channels(self.model)
 
     @property
     def receptive_field(self) -> int | None:
         return self._rf
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(self._net, check_batch(batch))
+        return self._run(self._net, check_batch(batch, channels=3 + self.cond_channels))
 
     def mono(self) -> Callable[[np.ndarray], np.ndarray]:
         """For FAST, the one-channel network (:class:`~astrosleuth_astro.archs.compact.
@@ -227,7 +240,7 @@ class TorchBackend(Backend):
         net = self._mono
 
         def run(batch: np.ndarray) -> np.ndarray:
-            return self._run(net, check_batch(batch, channels=1))
+            return self._run(net, check_batch(batch, channels=1 + self.cond_channels))
 
         return run
 
@@ -290,6 +303,7 @@ class OnnxBackend(Backend):
         self.precision = resolve_precision(precision, "onnx", self.device, self.arch)
         self._rf = onnx_receptive_field(self.provenance.path, self.arch)
         self._mono: Callable[[np.ndarray], np.ndarray] | bool | None = None  # see mono()
+        self.cond_channels = model.cond_channels
 
     @property
     def receptive_field(self) -> int | None:

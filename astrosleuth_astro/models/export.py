@@ -1,7 +1,8 @@
 """Export a network to ONNX with dynamic batch, height and width.
 
-The graph has one image input ``input`` (float32 ``(N, 3, H, W)``) and one output ``output``
-(``(N, 3, 4H, 4W)``). NEXT exports also take the options as inputs (``strengths`` (3,),
+The graph has one image input ``input`` (float32 ``(N, 3, H, W)``; ``(N, 3 + 2, H, W)`` for a
+noise-aware FAST, whose conditioning channels follow the image and are counted in
+``astrosleuth.cond_channels``) and one output ``output`` (``(N, 3, 4H, 4W)``). NEXT exports also take the options as inputs (``strengths`` (3,),
 ``cond_strength`` (1,), ``color_match`` (1,)), so one file serves every setting; the options
 set on the model at export time are stored as defaults in the file's metadata.
 
@@ -29,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..archs import arch_of
+from ..archs import arch_of, cond_channels
 from ..archs.next_options import (
     COND_META_KEY,
     ONNX_INPUTS,
@@ -217,11 +218,14 @@ def export_onnx(
 
         net = fold_upsampling(model).eval()
     graph = _graph_module(net, arch)
-    x = torch.rand(1, 3, *sample_hw, device=device)
+    n_cond = cond_channels(model)
+    x = torch.rand(1, 3 + n_cond, *sample_hw, device=device)
     names = ["input"]
     args: tuple = (x,)
     meta = {"astrosleuth.arch": arch, "astrosleuth.scale": str(getattr(model, "upscale", 4))}
     meta["astrosleuth.folded"] = "1" if net is not model else "0"
+    if n_cond:
+        meta["astrosleuth.cond_channels"] = str(n_cond)
     if info is not None:
         meta["astrosleuth.name"] = info.name
         meta["astrosleuth.source_sha256"] = info.sha256

@@ -412,9 +412,20 @@ class OnnxModel:
                 f"{self.path}: ONNX input {image.name!r} has rank {len(image.shape)}; "
                 "expected an (N, 3, H, W) image"
             )
-        if isinstance(image.shape[1], int) and image.shape[1] != 3:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            #: Conditioning channels after the image (a noise-aware export, see
+            #: :mod:`astrosleuth_astro.noise`); 0 for every other model.
+            self.cond_channels = max(int(meta.get("astrosleuth.cond_channels", 0)), 0)
+        except ValueError:
             raise ModelError(
-                f"{self.path}: ONNX input {image.name!r} has {image.shape[1]} channels; expected 3"
+                f"{self.path}: unreadable astrosleuth.cond_channels metadata"
+            ) from None
+        want = 3 + self.cond_channels
+        if isinstance(image.shape[1], int) and image.shape[1] != want:
+            raise ModelError(
+                f"{self.path}: ONNX input {image.name!r} has {image.shape[1]} channels; "
+                f"expected {want}"
             )
         if image.type != "tensor(float)":
             raise ModelError(
@@ -428,7 +439,6 @@ class OnnxModel:
                 f"(a NEXT export has {', '.join(ONNX_INPUTS)})"
             )
         self.is_next = bool(extra)
-        meta = self.session.get_modelmeta().custom_metadata_map
         self.cond_vectors_available = self.is_next and meta.get(COND_META_KEY) != "unavailable"
         self.scale = int(meta.get("astrosleuth.scale", 4))
         self.arch = arch or meta.get("astrosleuth.arch") or ("next" if self.is_next else "unknown")
@@ -492,7 +502,7 @@ class OnnxModel:
         and None is returned when it disagrees, when the graph does not have the layout the
         edit needs (NEXT exports do not), or when the ``onnx`` package is missing.
         """
-        if self.is_next:
+        if self.is_next or self.cond_channels:
             return None
         try:
             import onnx
@@ -533,21 +543,22 @@ class OnnxModel:
         Parameters
         ----------
         batch : numpy.ndarray
-            float32 ``(N, 3, h, w)`` in [0, 1].
+            float32 ``(N, 3, h, w)`` in [0, 1] (``(N, 3 + cond_channels, h, w)`` for a
+            noise-aware export).
 
         Returns
         -------
         numpy.ndarray
             float32 ``(N, 3, scale*h, scale*w)``.
         """
-        x = check_batch(batch)
+        x = check_batch(batch, channels=3 + self.cond_channels)
         feeds = {self.input_name: x}
         if self.is_next:
             self._check_conditioning(self.options)
             feeds.update(self.options.onnx_feeds())
         out = self.session.run(None, feeds)[0]
         n, c, h, w = x.shape
-        expected = (n, c, h * self.scale, w * self.scale)
+        expected = (n, c - self.cond_channels, h * self.scale, w * self.scale)
         if out.shape != expected:
             raise ModelError(
                 f"{self.path}: ONNX output shape {out.shape} is not the expected {expected}"

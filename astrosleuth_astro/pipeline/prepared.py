@@ -14,6 +14,7 @@ import numpy as np
 from ..defects import HeldPixels
 from ..defects import scan as scan_defects
 from ..errors import InputError
+from ..noise import NoiseModel
 from ..stretch import Stretch, background_stats, fit_stretch
 
 
@@ -75,6 +76,9 @@ class Prepared:
         :func:`~astrosleuth_astro.stretch.background_stats` of ``chw`` (median, noise per
         channel), measured once here for the defect scan and reused by the consistency
         step.
+    noise : NoiseModel or None
+        The noise model a noise-aware network is told (:mod:`astrosleuth_astro.noise`),
+        fitted on first use by :func:`~astrosleuth_astro.pipeline.condition.noise_of`.
     """
 
     chw: np.ndarray
@@ -88,6 +92,7 @@ class Prepared:
     was_2d: bool
     hi: np.ndarray | None = None
     background: tuple[np.ndarray, np.ndarray] | None = None
+    noise: NoiseModel | None = None
 
 
 class RowSource:

@@ -14,6 +14,7 @@ from ..engine.tiles import upscale_tiled
 from ..resample import NATIVE_SCALE
 from ..stars.protect import StarProtector
 from ..stretch import Stretch
+from .condition import cond_channels_of, conditioned, noise_of
 from .finish import FluxKeeper, band_rows, clock, finish_bands, to_linear
 from .options import UpscaleOptions
 from .prepared import prepare
@@ -58,9 +59,9 @@ def mono_net(net: Net) -> Net:
     """Run a 3-channel network on 1-channel tiles: the mean of its 3 outputs for a grey
     input. A backend's own ``mono()`` form is used when it has one (FAST on torch runs a
     one-channel network with the same result, :class:`~astrosleuth_astro.archs.compact.
-    MonoCompactSR`)."""
+    MonoCompactSR`). A noise-aware network's conditioning channels follow the image."""
     own = getattr(net, "mono", None)
-    return own() if callable(own) else repeat_mean(net)
+    return own() if callable(own) else repeat_mean(net, cond_channels_of(net))
 
 
 def upscale_array(
@@ -141,6 +142,9 @@ def upscale_array(
             )
 
     net_c = mono_net(net) if n_ch == 1 else net
+    if cond_channels_of(net):
+        with clock(timings, "stretch"):
+            net_c = conditioned(net_c, prep.stretch, noise_of(prep))
     if timings is not None:
         net_c = _timed_net(net_c, timings)
         t_tiled = time.perf_counter()

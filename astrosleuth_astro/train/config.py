@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import InputError
+from ..noise import COND_CHANNELS
 
 Range = tuple[float, float]
 
@@ -45,6 +46,9 @@ class ModelConfig:
     num_feat: int = 32
     num_conv: int = 12
     num_up_feat: int | None = None
+    #: Conditioning channels after the image (0, or 2 for a noise-aware FAST:
+    #: :mod:`astrosleuth_astro.noise`).
+    num_cond_ch: int = 0
     num_block: int = 6
     num_grow_ch: int = 32
     #: Fine-tuning: start from these weights (``.safetensors``/``.pth``/``.onnx`` path, or a
@@ -63,7 +67,7 @@ class ModelConfig:
                 "num_grow_ch": self.num_grow_ch,
             }
         return {
-            "num_in_ch": self.num_in_ch,
+            "num_in_ch": self.num_in_ch + self.num_cond_ch,
             "num_out_ch": self.num_out_ch,
             "num_feat": self.num_feat,
             "num_conv": self.num_conv,
@@ -100,6 +104,9 @@ class DataConfig:
     bank_size: int = 64
     refresh_per_step: float = 0.5
     stretch: str = "mtf"
+    #: How LR inputs are made: "legacy" (the LR is re-observed with extra noise and blur,
+    #: ``[degradations]``) or "physical" (LR = the area-binned noisy HR, ``[forward]``).
+    forward: str = "legacy"
 
 
 @dataclass
@@ -185,6 +192,38 @@ class DegradationConfig:
 
 
 @dataclass
+class ForwardConfig:
+    """``[forward]``: the physical forward model's acquisition effects (``[data] forward =
+    "physical"``; see :mod:`.forward`). Probabilities per pair; lengths in LR pixels."""
+
+    galaxy_prob: float = 0.3
+    elongation_prob: float = 0.15
+    elongation_fwhm: Range = (0.3, 1.2)
+    elongation_ratio: Range = (0.3, 0.8)
+    coma_prob: float = 0.1
+    coma_length: Range = (0.3, 1.2)
+    spike_prob: float = 0.1
+    spike_length: Range = (4.0, 20.0)
+    spike_strength: Range = (0.005, 0.03)
+    pedestal_prob: float = 0.2
+    pedestal: Range = (100.0, 2000.0)
+    defect_prob: float = 0.25
+    dead_pixels: Range = (1e-5, 1e-3)
+    hot_pixels: Range = (1e-5, 1e-3)
+    bad_column_prob: float = 0.3
+    #: Cosmic rays per 10^4 LR pixels (Poisson mean), when a frame has defects.
+    cosmic_rays: float = 1.0
+    resample_prob: float = 0.15
+    border_prob: float = 0.1
+    #: Share of simulated pairs made into 8-bit pictures (display-referred).
+    display_prob: float = 0.15
+    #: Brightening of the stretched picture before 8-bit clipping (1 = none).
+    display_gain: Range = (1.0, 1.6)
+    jpeg_prob: float = 0.7
+    jpeg_quality: Range = (60.0, 95.0)
+
+
+@dataclass
 class TrainConfig:
     """Optimisation."""
 
@@ -204,6 +243,9 @@ class TrainConfig:
     amp: str = "none"
     #: torch intra-op threads; 0 leaves torch's default.
     threads: int = 0
+    #: Where the generator trains: "cpu" or "cuda" (validation and export run on a CPU
+    #: copy of the EMA weights, so the files are the same kind either way).
+    device: str = "cpu"
     #: Stop (checkpoint and export) after this many minutes of wall time; 0 = no limit.
     max_minutes: float = 0.0
 
@@ -297,6 +339,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     degradations: DegradationConfig = field(default_factory=DegradationConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     val: ValConfig = field(default_factory=ValConfig)
@@ -323,6 +366,13 @@ class Config:
             d["model"].pop("num_grow_ch", None)
         if not self.model.init:  # checkpoints from before fine-tuning existed
             d["model"].pop("init", None)
+        if not self.model.num_cond_ch:  # nor noise-aware networks
+            d["model"].pop("num_cond_ch", None)
+        if self.train.device == "cpu":  # checkpoints from before GPU training existed
+            d["train"].pop("device", None)
+        if self.data.forward == "legacy":
+            d["data"].pop("forward", None)
+            d.pop("forward", None)
         return d
 
     def resolved_init(self) -> str:
@@ -341,6 +391,7 @@ _SECTIONS = {
     "data": DataConfig,
     "sim": SimConfig,
     "degradations": DegradationConfig,
+    "forward": ForwardConfig,
     "train": TrainConfig,
     "losses": LossConfig,
     "val": ValConfig,
@@ -402,6 +453,17 @@ def _validate(cfg: Config, where: str) -> None:
     check(m.num_block > 0 and m.num_grow_ch > 0, "[model] num_block and num_grow_ch must be > 0")
     check(m.num_feat > 0 and m.num_conv >= 0, "[model] num_feat must be > 0, num_conv >= 0")
     check(m.num_in_ch == 3 and m.num_out_ch == 3, "[model] the networks take and give 3 channels")
+    check(
+        m.num_cond_ch in (0, COND_CHANNELS) and (m.num_cond_ch == 0 or m.arch == "fast"),
+        f"[model] num_cond_ch must be 0 or {COND_CHANNELS} (noise-aware: 'fast' only)",
+    )
+    check(t.device in ("cpu", "cuda"), f"[train] device must be 'cpu' or 'cuda', got {t.device!r}")
+    check(
+        t.device == "cpu"
+        or (cfg.losses.perceptual == 0 and cfg.losses.adversarial == 0 and cfg.losses.star == 0),
+        "[train] device 'cuda' supports the pixel loss only",
+    )
+    check(d.forward in ("legacy", "physical"), "[data] forward must be 'legacy' or 'physical'")
     check(d.scale == 4, f"[data] scale must be 4 for the 'fast' arch, got {d.scale}")
     check(
         d.hr_crop % d.scale == 0 and d.hr_crop >= 4 * d.scale,

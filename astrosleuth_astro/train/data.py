@@ -31,9 +31,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..metrics import scoring_stretch, to_scoring_domain
+from ..noise import condition_channels, estimate_noise
 from ..sim import area_downsample, simulate
 from ..stretch import Stretch
 from . import degradations as deg
+from . import forward as fwd
 from .config import Config, SimConfig
 from .starmask import star_maps
 
@@ -180,7 +182,11 @@ def load_sources(cfg: Config) -> tuple[list[RealSource], list[RealSource]]:
 
 @dataclass
 class Pair:
-    """A stretched pair: ``lr`` (3, h, w) and ``hr`` (3, h*s, w*s) float32 in [0, 1]."""
+    """A stretched pair: ``lr`` (3, h, w) and ``hr`` (3, h*s, w*s) float32 in [0, 1].
+
+    For a noise-aware model (``[model] num_cond_ch``) ``lr`` carries the conditioning
+    channels of :mod:`astrosleuth_astro.noise` after the image: ``(3 + 2, h, w)``.
+    """
 
     lr: np.ndarray
     hr: np.ndarray
@@ -190,6 +196,28 @@ class Pair:
     #: Star maps of the HR target, ``(2, H, W)`` float32 (see :mod:`.starmask`), made only
     #: when the star-aware loss is on.
     stars: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """The stretched LR image channels (``lr`` without conditioning channels)."""
+        return self.lr[: self.hr.shape[0]]
+
+
+def with_conditioning(cfg: Config, pair: Pair, lr_linear: np.ndarray, linear: bool) -> Pair:
+    """``pair`` with the noise-aware conditioning channels appended to its ``lr``.
+
+    The noise model is estimated from the linear LR, as the pipeline does from its input,
+    so the network learns what the estimate (not an oracle) says.
+    """
+    if not cfg.model.num_cond_ch:
+        return pair
+    model = estimate_noise(np.asarray(lr_linear, dtype=np.float64), linear)
+    st = pair.stretch
+    chans = lr_linear.shape[0]
+    stretched = pair.lr[:chans][None].astype(np.float64)
+    cond = condition_channels(stretched, st, model)[0]
+    pair.lr = np.concatenate([pair.lr, cond], axis=0).astype(np.float32)
+    return pair
 
 
 #: Codes of the stretch kinds in :attr:`Batch.stretch_kind`.
@@ -280,12 +308,36 @@ def sim_pair(
     cfg: Config, rng: np.random.Generator, shape: tuple[int, int], channels: int | None = None
 ) -> Pair:
     """A stretched pair from one simulated field of LR ``shape``."""
+    if cfg.data.forward == "physical":
+        return _physical_sim_pair(cfg, rng, shape, channels)
     kw = sample_sim_kwargs(rng, cfg.sim)
     if channels is not None:
         kw["channels"] = channels
     res = simulate(shape, scale=cfg.data.scale, seed=rng, **kw)
     lr, hr, st = stretch_pair(res.lr, res.hr, cfg.data.stretch)
-    return Pair(lr, hr, f"sim(c={kw['channels']})", kw["channels"] == 1, st)
+    pair = Pair(lr, hr, f"sim(c={kw['channels']})", kw["channels"] == 1, st)
+    return with_conditioning(cfg, pair, res.lr, True)
+
+
+def _physical_sim_pair(
+    cfg: Config, rng: np.random.Generator, shape: tuple[int, int], channels: int | None
+) -> Pair:
+    """A simulated pair from the physical forward model (:mod:`.forward`)."""
+    s, fc = cfg.data.scale, cfg.forward
+    kw = sample_sim_kwargs(rng, cfg.sim)
+    if channels is not None:
+        kw["channels"] = channels
+    lr, hr = fwd.sim_scene(cfg, rng, shape, kw)
+    lr, hr = fwd.finish_pair(lr, hr, s, fc, rng)
+    name = f"sim(c={kw['channels']})"
+    if deg.happens(rng, fc.display_prob):
+        st_lin = scoring_stretch(lr, cfg.data.stretch)
+        lr, hr = fwd.to_display(lr, hr, st_lin, fc, s, rng)
+        lr_s, hr_s, st = stretch_pair(lr, hr, cfg.data.stretch, linear=False)
+        pair = Pair(lr_s, hr_s, name + "-8bit", kw["channels"] == 1, st)
+        return with_conditioning(cfg, pair, lr, False)
+    lr_s, hr_s, st = stretch_pair(lr, hr, cfg.data.stretch)
+    return with_conditioning(cfg, Pair(lr_s, hr_s, name, kw["channels"] == 1, st), lr, True)
 
 
 def real_pair(
@@ -309,6 +361,15 @@ def real_pair(
     else:
         y, x = origin
     hr = src.data[:, y : y + rh, x : x + rw]
+    if cfg.data.forward == "physical":
+        if src.linear and origin is None:  # validation regions stay as they are
+            lr, hr = fwd.real_observation(hr, s, cfg.forward, rng)
+            lr, hr = fwd.finish_pair(lr, hr, s, cfg.forward, rng)
+        else:
+            lr = area_downsample(hr, s)
+        lr_s, hr_s, st = stretch_pair(lr, hr, cfg.data.stretch, src.linear)
+        pair = Pair(lr_s, hr_s, src.name, src.data.shape[0] == 1, st)
+        return with_conditioning(cfg, pair, lr, src.linear)
     p = params or deg.sample_params(rng, cfg.degradations)
     if src.linear and p.native:
         lr = area_downsample(hr, s)
@@ -318,7 +379,8 @@ def real_pair(
     else:
         lr = deg.degrade_display(hr, s, p, rng)
     lr_s, hr_s, st = stretch_pair(lr, hr, cfg.data.stretch, src.linear)
-    return Pair(lr_s, hr_s, src.name, src.data.shape[0] == 1, st)
+    pair = Pair(lr_s, hr_s, src.name, src.data.shape[0] == 1, st)
+    return with_conditioning(cfg, pair, lr, src.linear)
 
 
 def _region_hr(cfg: Config, src: RealSource) -> tuple[int, int]:
@@ -360,7 +422,7 @@ class PairBank:
         item = self._make_item(c)
         if self.want_stars:
             item.stars = star_maps(
-                item.lr, item.hr, self.cfg.data.scale, self.cfg.losses.star_nsigma
+                item.image, item.hr, self.cfg.data.scale, self.cfg.losses.star_nsigma
             )
         return item
 

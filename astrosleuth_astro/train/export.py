@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..archs import cond_channels
 from ..archs.compact import FOLD_RING, fold_upsampling
 from ..models.http import sha256_file
 
@@ -36,7 +37,8 @@ def check_onnx(
     shapes=((1, 3, 24, 40), (2, 3, 37, 29)),
     seed: int = 0,
 ) -> float:
-    """Largest |torch - onnxruntime| over random inputs of several shapes (dynamic H/W).
+    """Largest |torch - onnxruntime| over random inputs of several shapes (dynamic H/W);
+    the channel count of ``shapes`` is the model's own (conditioning channels included).
 
     A FAST file exported in its folded inference form (metadata ``astrosleuth.folded =
     "1"``) is compared with that form everywhere, and with ``model`` itself away from the
@@ -57,8 +59,9 @@ def check_onnx(
         for i in sess.get_inputs()
         if i.name != "input"
     }
+    n_in = 3 + cond_channels(model)
     for shape in shapes:
-        x = rng.random(shape, dtype=np.float32)
+        x = rng.random((shape[0], n_in, *shape[2:]), dtype=np.float32)
         (y_ort,) = sess.run(["output"], {"input": x, **extra})
         with torch.no_grad():
             y_t = model(torch.from_numpy(x)).numpy()

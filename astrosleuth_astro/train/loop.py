@@ -155,7 +155,7 @@ def evaluate(
     rows = []
     for p in pairs:
         out = np.clip(run_model(model, p.lr), 0.0, 1.0)
-        bic = bicubic(p.lr, scale)
+        bic = bicubic(p.image, scale)
         tgt = p.hr
         if p.mono:
             out, bic, tgt = out.mean(0, keepdims=True), bic[:1], tgt[:1]
@@ -188,7 +188,7 @@ def _star_row(p: Pair, out: np.ndarray, scale: int) -> dict:
     nan = {k: float("nan") for k in VAL_STAR_KEYS}
     if p.stretch is None:
         return nan
-    lr = p.lr[:1] if p.mono else p.lr
+    lr = p.image[:1] if p.mono else p.image
     try:
         lr_lin, sr_lin = p.stretch.inverse(lr), p.stretch.inverse(out)
         m = compute_metrics(
@@ -263,7 +263,10 @@ def train(
     if t_cfg.threads > 0:
         torch.set_num_threads(t_cfg.threads)
 
-    model = build_model(cfg)
+    device = torch.device(t_cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("[train] device = 'cuda', but torch sees no CUDA device here")
+    model = build_model(cfg).to(device)
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -324,8 +327,11 @@ def train(
 
     tb = _tensorboard(out, log)
 
+    def cpu_ema() -> torch.nn.Module:
+        return ema if device.type == "cpu" else copy.deepcopy(ema).cpu()
+
     def validate() -> list[dict]:
-        rows = evaluate(ema, val_pairs, cfg.data.scale, star_metrics=cfg.val.star_metrics)
+        rows = evaluate(cpu_ema(), val_pairs, cfg.data.scale, star_metrics=cfg.val.star_metrics)
         if rows:
             _append_csv(out / "val.csv", [{"step": step, **r} for r in rows])
             if tb is not None:
@@ -341,6 +347,7 @@ def train(
         return rows
 
     amp = t_cfg.amp == "bf16"
+    amp_device = device.type
     t0 = time.time()
     t_log, loss_acc, gn_acc, n_acc = time.time(), 0.0, 0.0, 0
     term_acc: dict[str, list[float]] = {}
@@ -352,10 +359,11 @@ def train(
     try:
         while step < end:
             batch = bank.full_batch(step)
-            lr_t, hr_t = torch.from_numpy(batch.lr), torch.from_numpy(batch.hr)
+            lr_t = torch.from_numpy(batch.lr).to(device, non_blocking=True)
+            hr_t = torch.from_numpy(batch.hr).to(device, non_blocking=True)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=amp):
                 pred = model(lr_t)
             loss, terms = objective.generator_loss(pred, hr_t, batch, step)
             opt.zero_grad(set_to_none=True)
@@ -428,7 +436,7 @@ def train(
         rows = validate()
         if export:
             exports = export_run(
-                cfg, ema, step, summary=data_summary(cfg, train_src, val_src), validation=rows
+                cfg, cpu_ema(), step, summary=data_summary(cfg, train_src, val_src), validation=rows
             )
             log(f"exported {exports}")
     if tb is not None:

@@ -314,6 +314,20 @@ def test_local_bands_equal_single_run(capsys, tiny_fast_model, tmp_path, monkeyp
         assert leftovers(tmp_path) == []
 
 
+def test_noise_aware_bands_equal_single_run(capsys, tiny_noise_aware_model, tmp_path, monkeypatch):
+    # The noise model is the whole image's, fitted once and shipped to every band.
+    monkeypatch.setenv(batch.THREADS_ENV, "1")
+    src = write_sim_fits(tmp_path / "m.fits", shape=(160, 64), seed=6)
+    ref, banded = tmp_path / "ref.fits", tmp_path / "banded.fits"
+    common = ("--model", tiny_noise_aware_model, "--tile", "32", "--quiet")
+    assert run_cli(capsys, "upscale", src, "-o", ref, *common)[0] == 0
+    code, _, err = run_cli(
+        capsys, "upscale", src, "-o", banded, "--bands", "3", "--jobs", "2", *common
+    )
+    assert code == 0, err
+    assert banded.read_bytes() == ref.read_bytes()
+
+
 def test_stale_temp_removal_only_touches_its_output(tmp_path):
     out = tmp_path / "a.fits"
     mine = [

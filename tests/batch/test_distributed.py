@@ -160,8 +160,10 @@ def test_worker_killed_mid_task(
     assert leftovers(out) == []  # the dead worker's temporary file was removed
 
 
-def test_banded_large_image_equals_local(capsys, client, cluster, tiny_fast_model, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_fast_model", "tiny_noise_aware_model"])
+def test_banded_large_image_equals_local(capsys, client, cluster, model, tmp_path, request):
     # (client: waits until both workers are up, also after the test that kills one)
+    tiny_fast_model = request.getfixturevalue(model)
     src = tmp_path / "mosaic.fits"
     data = fits.getdata(write_sim_fits(tmp_path / "m.fits", shape=(256, 88), seed=3))
     data[:12] = np.nan  # a mosaic's empty border

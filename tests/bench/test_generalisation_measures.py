@@ -210,16 +210,30 @@ def test_sim2_is_the_documented_configuration():
     assert abs(np.mean(noise)) < 1.0
 
 
-def test_the_script_runs_end_to_end(tmp_path, capsys):
+def test_the_script_runs_end_to_end(tmp_path, capsys, tiny_fast_model):
+    from astropy.io import fits
+
+    from astrosleuth_astro.sim import simulate
+
+    # A stand-in for the held-out training image, scored by its "fold" model.
+    fits.writeto(tmp_path / "HorseHead.fits", simulate((96, 104), scale=1, seed=2).lr[0])
     out = tmp_path / "g.json"
     rc = gen.main(
         ["--cases", "sim2_moffat", "--scales", "2", "--size", "64", "--json", str(out)]
-        + ["--markdown"]
+        + ["--markdown", "--data", str(tmp_path), "--loo", f"horsehead={tiny_fast_model}"]
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "leave-one-out" in text and "NOT DONE" in text
+    assert "leave-one-out" in text and "loo_horsehead x2" in text
     doc = json.loads(out.read_text())
-    (res,) = doc["results"]
+    res, loo = doc["results"]
     assert set(res["methods"]) == {"model", "bicubic"}
     assert "gain_stretched_db" in res["methods"]["model"]
+    assert loo["case"] == "loo_horsehead" and loo["model"] == str(tiny_fast_model)
+    assert loo["shape_in"] == [48, 48]  # the centre 96 x 96, area-averaged by 2
+    assert doc["leave_one_out"]["folds"] == {"loo_horsehead": str(tiny_fast_model)}
+
+
+def test_a_fold_case_needs_its_fold_model():
+    with pytest.raises(SystemExit):
+        gen.main(["--cases", "loo_spitzer"])
