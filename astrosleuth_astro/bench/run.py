@@ -140,7 +140,7 @@ def run_bench(
                 configs.append(_Config(model, "onnx", "fp32", net, mp, channels))
         # Warm-up (first-call allocations, oneDNN kernel selection), not timed.
         for cfg in configs:
-            cfg.run(np.zeros((1, cfg.channels, 64, 64), np.float32))
+            cfg.run(np.zeros((1, cfg.channels + cfg.n_cond, 64, 64), np.float32))
         threads = torch.get_num_threads()
         for rep in range(repeats):
             for cfg in configs:

@@ -21,6 +21,9 @@ class _Config:
         self.model, self.backend, self.precision, self.net = model, backend, precision, net
         self.input_mp = input_mp
         self.channels = channels  # of the inputs: 1 when every input is grey
+        #: Conditioning channels after the image (a noise-aware network), which the
+        #: bare run feeds too.
+        self.n_cond = int(getattr(net, "cond_channels", 0) or 0)
         # What the pipeline runs on them (the grey form for grey inputs).
         self.run = net.mono() if channels == 1 else net
         self.pipeline_s: list[float] = []
@@ -42,6 +45,9 @@ def _naive_net(module):
         with torch.inference_mode():
             return mod(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
+    from ..archs import cond_channels
+
+    run.cond_channels = cond_channels(mod)  # what mono_net reads
     return run
 
 
@@ -89,11 +95,13 @@ def conv_flops_per_pixel(module, size: int = 32) -> float:
         k = mod.weight.shape  # (Cout, Cin / groups, kh, kw)
         total[0] += 2 * (out.numel() // out.shape[0]) * k[1] * k[2] * k[3]
 
+    from ..archs import cond_channels
+
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     handles = [m.register_forward_hook(hook) for m in convs]
     try:
         with torch.inference_mode():
-            module(torch.zeros(1, 3, size, size))
+            module(torch.zeros(1, 3 + cond_channels(module), size, size))
     finally:
         for h in handles:
             h.remove()
@@ -115,7 +123,9 @@ def _time_gemm(n: int = 2048) -> float:
 
 def _time_bare(cfg: _Config, size: int) -> None:
     # Grey inputs run through the backend's grey form in the pipeline: so does the bare run.
-    x = np.random.default_rng(0).random((1, cfg.channels, size, size), dtype=np.float32)
+    x = np.random.default_rng(0).random(
+        (1, cfg.channels + cfg.n_cond, size, size), dtype=np.float32
+    )
     t0 = time.perf_counter()
     cfg.run(x)
     cfg.bare_s.append(time.perf_counter() - t0)
@@ -123,7 +133,17 @@ def _time_bare(cfg: _Config, size: int) -> None:
 
 def _time_naive(naive, stretched: np.ndarray) -> float:
     from ..engine.tiles import upscale_tiled
+    from ..pipeline.condition import conditioned
 
+    net = _mono(naive)
     t0 = time.perf_counter()
-    upscale_tiled(stretched, _mono(naive), tile=NAIVE_TILE, pad=NAIVE_PAD, batch_size=1)
+    if getattr(naive, "cond_channels", 0):
+        # A noise-aware network needs its channels in any loop: the noise model of the
+        # stretched input (timed, as the pipeline's is).
+        from ..noise import estimate_noise
+        from ..stretch import display_stretch
+
+        st = display_stretch(stretched.shape[0], 1.0)
+        net = conditioned(net, st, estimate_noise(stretched))
+    upscale_tiled(stretched, net, tile=NAIVE_TILE, pad=NAIVE_PAD, batch_size=1)
     return time.perf_counter() - t0

@@ -17,6 +17,7 @@ from ..errors import InputError
 PRESETS = {
     "smoke": "smoke.toml",
     "default": "default.toml",
+    "noise-aware": "noise_aware.toml",
     "compare-fast": "compare_fast.toml",
     "compare-v1": "compare_rrdb.toml",
 }
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         help="use a shipped config instead: smoke (tiny, < 1 min on 2 cores), default (the "
-        "shipped default model), compare-fast / compare-v1 (the comparison models)",
+        "shipped default model), noise-aware (the noise-aware FAST, physical forward model), "
+        "compare-fast / compare-v1 (the comparison models)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--steps", type=int, help="override [train] steps")
