@@ -18,6 +18,7 @@ PRESETS = {
     "smoke": "smoke.toml",
     "default": "default.toml",
     "noise-aware": "noise_aware.toml",
+    "legacy-default": "legacy_default.toml",
     "compare-fast": "compare_fast.toml",
     "compare-v1": "compare_rrdb.toml",
 }
@@ -37,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         help="use a shipped config instead: smoke (tiny, < 1 min on 2 cores), default (the "
-        "shipped default model), noise-aware (the noise-aware FAST, physical forward model), "
+        "shipped default model), noise-aware (the same with the observed noisy target), "
+        "legacy-default (the default until issue 26), "
         "compare-fast / compare-v1 (the comparison models)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

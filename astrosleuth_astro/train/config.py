@@ -196,6 +196,10 @@ class ForwardConfig:
     """``[forward]``: the physical forward model's acquisition effects (``[data] forward =
     "physical"``; see :mod:`.forward`). Probabilities per pair; lengths in LR pixels."""
 
+    #: The simulated pairs' target: "observed" (the fine detector's noisy frame, so
+    #: binning it gives the LR exactly) or "smooth" (the clean scene plus the LR's own
+    #: noise bilinearly upsampled: no sub-pixel noise structure to predict).
+    target_noise: str = "observed"
     galaxy_prob: float = 0.3
     elongation_prob: float = 0.15
     elongation_fwhm: Range = (0.3, 1.2)
@@ -462,6 +466,10 @@ def _validate(cfg: Config, where: str) -> None:
         t.device == "cpu"
         or (cfg.losses.perceptual == 0 and cfg.losses.adversarial == 0 and cfg.losses.star == 0),
         "[train] device 'cuda' supports the pixel loss only",
+    )
+    check(
+        cfg.forward.target_noise in ("observed", "smooth"),
+        "[forward] target_noise must be 'observed' or 'smooth'",
     )
     check(d.forward in ("legacy", "physical"), "[data] forward must be 'legacy' or 'physical'")
     check(d.scale == 4, f"[data] scale must be 4 for the 'fast' arch, got {d.scale}")

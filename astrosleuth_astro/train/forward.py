@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..resample import upsample_bilinear
 from ..sim import area_downsample, simulate
 from ..stretch import Stretch
 from . import degradations as deg
@@ -259,7 +260,10 @@ def sim_scene(cfg: Config, rng: np.random.Generator, shape: tuple[int, int], kw:
     """A noise-free simulated HR scene, its noisy HR observation and the LR, in ADU.
 
     ``kw`` holds the simulator's parameters (:func:`.data.sample_sim_kwargs`); its hot
-    pixels are replaced by the LR-block defects drawn here. Returns ``(lr, hr)``.
+    pixels are replaced by the LR-block defects drawn here. Returns ``(lr, hr)``: the
+    target ``hr`` is the noisy observation (``[forward] target_noise = "observed"``), or
+    the clean scene plus the LR's noise bilinearly upsampled (``"smooth"``), whose
+    binned values are then the LR's to within the bilinear kernel's blur.
     """
     fc, s = cfg.forward, cfg.data.scale
     kw = {**kw, "hot_pixels": 0.0}
@@ -274,18 +278,28 @@ def sim_scene(cfg: Config, rng: np.random.Generator, shape: tuple[int, int], kw:
     k = scene_kernel(s, fc, rng)
     if k is not None:
         hr = deg.convolve_reflect(hr, k)
-    hr = np.clip(hr, 0.0, kw["saturation"])
-    hr = observe_hr(hr, s, kw["gain"], kw["read_noise"], rng)
+    clean = np.clip(hr, 0.0, kw["saturation"])
+    hr = observe_hr(clean, s, kw["gain"], kw["read_noise"], rng)
     if deg.happens(rng, fc.pedestal_prob):
-        hr = hr + deg.draw(rng, fc.pedestal)
+        pedestal = deg.draw(rng, fc.pedestal)
+        hr, clean = hr + pedestal, clean + pedestal
     top = kw["saturation"] + (hr.min() if hr.size else 0.0)
+    target = hr
+    if fc.target_noise == "smooth":
+        # The noise the LR carries, interpolated smoothly: no structure below the LR pixel
+        # that the data cannot show.
+        target = clean + upsample_bilinear(area_downsample(hr - clean, s), s)
     if deg.happens(rng, fc.defect_prob):
         sigma = float(
             np.sqrt(kw["read_noise"] ** 2 / kw["gain"] ** 2 + kw["background"] / kw["gain"])
         )
-        hr = add_detector_defects(hr, s, fc, sigma, 0.0, top, rng)
+        c = hr.shape[0]
+        both = hr if target is hr else np.concatenate([hr, target])
+        both = add_detector_defects(both, s, fc, sigma, 0.0, top, rng)  # the same on both
+        hr, target = (both, both) if target is hr else (both[:c], both[c:])
     hr = np.clip(hr, 0.0, top)
-    return area_downsample(hr, s), hr
+    target = hr if fc.target_noise == "observed" else np.clip(target, 0.0, top)
+    return area_downsample(hr, s), target
 
 
 def finish_pair(

@@ -33,6 +33,10 @@ needs_bf16 = pytest.mark.skipif(
     not cpu_supports_bf16(), reason="this CPU has neither AVX512-BF16 nor AMX"
 )
 
+#: A plain 3-channel FAST for the engine tests that feed the network raw arrays (the
+#: noise-aware default takes conditioning channels too: tests/pipeline/test_noise_aware.py).
+PLAIN = "legacy_default"
+
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -161,7 +165,7 @@ def test_plan_pad_from_receptive_field():
 
 
 def test_planned_pad_tiles_equal_whole_image():
-    net = make_backend("default", backend="torch", precision="fp32")
+    net = make_backend(PLAIN, backend="torch", precision="fp32")
     rng = np.random.default_rng(2)
     img = np.clip(0.2 + 0.05 * rng.standard_normal((3, 70, 90)), 0, 1).astype(np.float32)
     img[:, 30:33, 40:43] = 0.9  # a star on a tile boundary
@@ -173,7 +177,7 @@ def test_planned_pad_tiles_equal_whole_image():
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
 def test_batched_tiles_equal_single_tiles(precision):
-    net = make_backend("default", backend="torch", precision=precision)
+    net = make_backend(PLAIN, backend="torch", precision=precision)
     img = np.random.default_rng(4).random((3, 50, 61), dtype=np.float32)
     one = upscale_tiled(img, net, tile=24, pad=17, batch_size=1)
     many = upscale_tiled(img, net, tile=24, pad=17, batch_size=5)
@@ -184,7 +188,7 @@ def test_batched_tiles_equal_single_tiles(precision):
 def test_channels_last_folded_backend_equals_plain_module():
     """The backend (channels-last, upsampling folded) equals the plain NCHW module away
     from the outermost 1.5 LR px, which the folding changes and the tile engine crops."""
-    net = make_backend("default", backend="torch", precision="fp32")
+    net = make_backend(PLAIN, backend="torch", precision="fp32")
     x = np.random.default_rng(5).random((2, 3, 20, 18), dtype=np.float32)
     module = copy.deepcopy(net.model).to(memory_format=torch.contiguous_format)
     with torch.inference_mode():
@@ -200,7 +204,7 @@ def test_channels_last_folded_backend_equals_plain_module():
 def test_tiled_folded_backend_equals_whole_image_plain_module(tile):
     """What users get: the tiled engine on the folded backend reproduces the unfolded
     network run on the whole reflect-padded image (the engine's reference result)."""
-    net = make_backend("default", backend="torch", precision="fp32")
+    net = make_backend(PLAIN, backend="torch", precision="fp32")
     module = copy.deepcopy(net.model).to(memory_format=torch.contiguous_format)
 
     def plain(batch):
@@ -244,7 +248,7 @@ def test_mono_variant_equals_mean_of_three_channels(folded):
 def test_backend_mono_equals_repeat_mean():
     """The torch backend's grey network (what the pipeline runs on mono images) equals
     the generic three-copies-and-mean wrapper; the ONNX backend uses that wrapper."""
-    net = make_backend("default", backend="torch", precision="fp32")
+    net = make_backend(PLAIN, backend="torch", precision="fp32")
     x = np.random.default_rng(6).random((2, 1, 21, 30), dtype=np.float32)
     got = net.mono()(x)
     ref = backends.repeat_mean(net)(x)
@@ -252,7 +256,7 @@ def test_backend_mono_equals_repeat_mean():
     np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
     with pytest.raises(InputError, match=r"\(N, 1, h, w\)"):
         net.mono()(np.zeros((1, 3, 8, 8), np.float32))
-    onnx_net = make_backend("default", backend="onnx")
+    onnx_net = make_backend(PLAIN, backend="onnx")
     np.testing.assert_allclose(onnx_net.mono()(x), got, atol=1e-5, rtol=0)
 
 
@@ -261,7 +265,7 @@ def test_mono_pipeline_equals_three_channel_network(tmp_path):
     equals the pipeline with a plain 3-channel callable of the same network."""
     from astrosleuth_astro.pipeline import upscale_array
 
-    net = make_backend("default", backend="torch", precision="fp32")
+    net = make_backend(PLAIN, backend="torch", precision="fp32")
     data = read_image(write_sim_fits(tmp_path / "in.fits", shape=(60, 52))).data
 
     def three_channel(batch):  # no mono(): the pipeline averages three copies itself
@@ -302,6 +306,6 @@ def test_timings_cover_the_stages(tmp_path):
 
 def test_bf16_tiled_backend_is_deterministic_in_shape():
     # TorchBackend keeps float32 output whatever the precision.
-    net = TorchBackend(make_backend("default", backend="torch", precision="fp32").model)
+    net = TorchBackend(make_backend(PLAIN, backend="torch", precision="fp32").model)
     y = net(np.zeros((1, 3, 8, 8), np.float32))
     assert y.dtype == np.float32 and y.shape == (1, 3, 32, 32)

@@ -16,7 +16,6 @@ from astropy.io import fits
 import astrosleuth_astro as asa
 from astrosleuth_astro.engine.tiles import upscale_tiled, upscale_whole
 from astrosleuth_astro.models import get_entry, sha256_file
-from astrosleuth_astro.resample import upsample_bilinear
 from astrosleuth_astro.sim import simulate
 from astrosleuth_astro.stretch import fit_stretch
 
@@ -77,30 +76,40 @@ def test_default_model_keeps_units_on_smooth_background():
 
 
 def test_default_model_tiles_without_seams():
+    from astrosleuth_astro.noise import estimate_noise
+    from astrosleuth_astro.pipeline.condition import conditioned
+
     net = asa.get_backend("default")
     res = simulate((96, 112), seed=21)
-    stretched = fit_stretch(res.lr, "mtf").forward(res.lr)
+    st = fit_stretch(res.lr, "mtf")
+    stretched = st.forward(res.lr)
     img3 = np.repeat(stretched, 3, axis=0) if stretched.shape[0] == 1 else stretched
-    whole = upscale_whole(img3, net, pad=32)
-    tiled = upscale_tiled(img3, net, tile=40, pad=32, batch_size=3)
+    st3 = st.select([0, 0, 0]) if stretched.shape[0] == 1 else st
+    noise = estimate_noise(np.repeat(res.lr, 3, axis=0) if res.lr.shape[0] == 1 else res.lr)
+    run = conditioned(net, st3, noise) if net.cond_channels else net
+    whole = upscale_whole(img3, run, pad=32)
+    tiled = upscale_tiled(img3, run, tile=40, pad=32, batch_size=3)
     assert np.max(np.abs(tiled - whole)) < 1e-3
 
 
-def test_default_model_beats_bilinear_on_unseen_fields():
-    net = asa.get_backend("default")
+def test_default_model_beats_bicubic_on_unseen_fields():
+    # Through the pipeline (the network is told the noise there), raw network output,
+    # against the noise-free truth in the stretched domain; bicubic is the benchmarks'
+    # baseline (bench/generalisation.py). Measured: +1.15, +2.77, +1.24 dB.
+    from astrosleuth_astro.metrics.image import bicubic
+
     gains = []
     for seed in (101, 202, 303):
         res = simulate((64, 64), seed=seed)
         st = fit_stretch(res.lr, "mtf")
-        lr = np.repeat(st.forward(res.lr), 3, axis=0)[None]
         hr = np.clip(st.forward(res.hr), 0, 1)
-        sr = net(lr)[0].mean(axis=0, keepdims=True)
-        bil = upsample_bilinear(lr, 4)[0].mean(axis=0, keepdims=True)
+        sr = asa.upscale(res.lr, model="default", conserve_flux="off")
+        bic = bicubic(res.lr.astype(np.float64), 4, clip=False)
 
-        def psnr(a, hr=hr):
-            return -10 * np.log10(np.mean((np.clip(a, 0, 1) - hr) ** 2))
+        def psnr(a, hr=hr, st=st):
+            return -10 * np.log10(np.mean((np.clip(st.forward(a), 0, 1) - hr) ** 2))
 
-        gains.append(psnr(sr) - psnr(bil))
+        gains.append(psnr(np.asarray(sr)[None]) - psnr(bic))
     assert np.mean(gains) > 1.0, gains
 
 

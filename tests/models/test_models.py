@@ -246,6 +246,7 @@ def test_shipped_registry():
     names = [e.name for e in list_models()]
     assert names == [
         "default",
+        "legacy_default",
         "compare_fast",
         "compare_v1",
         "AstroSleuthV1",
@@ -256,6 +257,7 @@ def test_shipped_registry():
     arches = {e.name: e.arch for e in list_models()}
     assert arches == {
         "default": "fast",
+        "legacy_default": "fast",
         "compare_fast": "fast",
         "compare_v1": "rrdb",
         "AstroSleuthV1": "rrdb",
@@ -283,7 +285,7 @@ def test_shipped_registry():
     assert [e.name for e in list_models() if e.cond_vectors_url] == ["AstroSleuthNEXT"]
 
 
-@pytest.mark.parametrize("name", ["default", "compare_fast", "compare_v1"])
+@pytest.mark.parametrize("name", ["default", "legacy_default", "compare_fast", "compare_v1"])
 def test_trained_models_carry_their_training_record(name):
     """Models made by the bundled trainer: files match their sha256, the recorded config
     exists and describes the architecture that the weights have."""

@@ -99,3 +99,31 @@ def test_real_pairs_are_binned_not_renoised(tmp_path):
     inside = (p.image[0] > 0) & (p.image[0] < 1)  # where the stretch does not clip
     assert inside.mean() > 0.9
     np.testing.assert_allclose(lin_lr[inside], want[inside], rtol=1e-5)
+
+
+def test_smooth_target_holds_the_lr_noise_bilinearly_interpolated():
+    # A flat, empty sky: the clean scene is constant, so the "smooth" target is exactly
+    # the bilinear upsampling of the noisy LR (no sub-pixel noise to predict), while the
+    # "observed" target is the fine detector's frame, whose sub-pixel noise is unpredictable.
+    from astrosleuth_astro.resample import upsample_bilinear
+
+    cfg = physical(defect_prob=0.0, pedestal_prob=0.0, galaxy_prob=0.0)
+    for key in ("elongation_prob", "coma_prob", "spike_prob"):
+        setattr(cfg.forward, key, 0.0)
+    kw = {
+        "channels": 1, "psf": "moffat", "fwhm": 2.0, "beta": 3.0, "density": 0.0,
+        "flux_index": 1.8, "flux_range": (10.0, 100.0), "background": 500.0,
+        "gradient": 0.0, "nebulosity": 0.0, "read_noise": 5.0, "gain": 1.0,
+        "saturation": 6e4, "hot_pixels": 0.0, "wcs": False,
+    }  # fmt: skip
+    outs = {}
+    for mode in ("smooth", "observed"):
+        cfg.forward.target_noise = mode
+        outs[mode] = fwd.sim_scene(cfg, np.random.default_rng(5), (32, 32), kw)
+    lr, target = outs["smooth"]
+    np.testing.assert_allclose(target, upsample_bilinear(lr, 4), rtol=1e-6)
+    lr_o, target_o = outs["observed"]
+    np.testing.assert_array_equal(lr_o, lr)  # the same observation either way
+    assert np.std(target_o - upsample_bilinear(lr, 4)) > 5 * np.std(
+        target - upsample_bilinear(lr, 4)
+    )

@@ -250,8 +250,10 @@ def test_a_fine_tune_records_the_weights_it_started_from(tmp_path: Path) -> None
     from astrosleuth_astro.train.loop import train
 
     cfg = load_config(preset_path("smoke"))
+    kw = get_entry("default").training["arch_kwargs"]
     for k in ("num_feat", "num_conv", "num_up_feat"):  # the default model's architecture
-        setattr(cfg.model, k, get_entry("default").training["arch_kwargs"][k])
+        setattr(cfg.model, k, kw[k])
+    cfg.model.num_cond_ch = kw["num_in_ch"] - kw["num_out_ch"]  # noise-aware: 2
     cfg.model.init = "default"
     cfg.train.steps, cfg.val.every, cfg.val.star_metrics = 2, 2, False
     cfg.output.out_dir = str(tmp_path / "run")
