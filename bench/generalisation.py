@@ -17,10 +17,15 @@ The cases
 ---------
 ``sim2_undersampled`` and ``sim2_moffat`` are a **second simulator configuration**, made
 with photutils (``photutils.datasets.make_random_models_table`` and ``make_model_image``,
-not with ``astrosleuth_astro.sim``), with a PSF family, crowding, noise model and sky
-texture that the trainer's simulator never uses (it draws circular Gaussian or Moffat
-stars, FWHM 1.0-3.5 LR px, beta 2.2-4.5, 0.002-0.03 stars/px, white noise;
-``astrosleuth_astro/train/config.py``). Parameters (:data:`SIM2`):
+not with ``astrosleuth_astro.sim``). It was made when the trainer drew circular Gaussian
+or Moffat stars of FWHM 1.0-3.5 LR px, beta 2.2-4.5, with white noise (the legacy
+default's ``train/configs/legacy_default.toml``), so its PSF family, noise model and sky
+texture were all unseen. **The noise-aware default's training overlaps it in part**
+(``train/configs/default.toml``: FWHM from 0.8 px, beta from 1.5, elongated PSFs,
+correlated noise from resampled mosaics); what stays unseen is the renderer, the
+photutils elliptical-Gaussian and Moffat models drawn per star, the nebula texture and
+the noise model (Gaussian of variance ``lr / gain + read**2`` plus a filtered part).
+Parameters (:data:`SIM2`):
 
 * Geometry: an LR field of ``size`` x ``size`` px (512), rendered noise-free on a fine grid
   8 times finer (4096 x 4096, photutils ``discretize_method="center"``); the truth at
