@@ -377,6 +377,11 @@ def combined_kernel(scale: int, p: DegradeParams) -> np.ndarray | None:
         ks.append(astigmatism_kernel(p.astig_fwhm * s, p.astig_ratio, p.astig_angle))
     if p.coma_length > 0:
         ks.append(coma_kernel(p.coma_length * s, p.coma_angle))
+    return chain_kernels(ks)
+
+
+def chain_kernels(ks: list[np.ndarray]) -> np.ndarray | None:
+    """The kernels ``ks`` convolved into one (sum 1), or None for an empty list."""
     if not ks:
         return None
     k = ks[0]

@@ -227,14 +227,7 @@ def scene_kernel(scale: int, fc: ForwardConfig, rng: np.random.Generator) -> np.
                 deg.draw(rng, fc.spike_strength),
             )
         )
-    if not ks:
-        return None
-    from scipy.signal import fftconvolve
-
-    k = ks[0]
-    for other in ks[1:]:
-        k = np.clip(fftconvolve(k, other, mode="full"), 0.0, None)
-    return k / k.sum()
+    return deg.chain_kernels(ks)
 
 
 def to_display(
