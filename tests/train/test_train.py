@@ -192,6 +192,18 @@ def test_config_errors(tmp_path):
         from_dict({"sim": {"fwhm": [3.0, 1.0]}})
     with pytest.raises(InputError, match="scale must be 4"):
         from_dict({"data": {"scale": 2}})
+    with pytest.raises(InputError, match="num_cond_ch must be 0 or 2"):
+        from_dict({"model": {"num_cond_ch": 1}})
+    with pytest.raises(InputError, match="noise-aware: 'fast' only"):
+        from_dict({"model": {"arch": "rrdb", "num_cond_ch": 2}})
+    with pytest.raises(InputError, match="forward must be 'legacy' or 'physical'"):
+        from_dict({"data": {"forward": "magic"}})
+    with pytest.raises(InputError, match="target_noise must be"):
+        from_dict({"forward": {"target_noise": "clean"}})
+    with pytest.raises(InputError, match="device must be 'cpu' or 'cuda'"):
+        from_dict({"train": {"device": "gpu"}})
+    with pytest.raises(InputError, match="supports the pixel loss only"):
+        from_dict({"train": {"device": "cuda"}, "losses": {"perceptual": 0.1}})
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\n")
     with pytest.raises(InputError, match="not valid TOML"):
@@ -207,3 +219,16 @@ def test_default_config_is_valid(monkeypatch):
     assert cfg.resolved_data_dir() is None  # simulator only unless ASTROSLEUTH_DATA is set
     monkeypatch.setenv("ASTROSLEUTH_DATA", "/some/where")
     assert cfg.resolved_data_dir() == Path("/some/where")
+
+
+def test_cuda_training_without_a_gpu_is_a_clear_error(tmp_path):
+    from astrosleuth_astro.train.command import preset_path
+    from astrosleuth_astro.train.loop import train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    cfg = load_config(preset_path("smoke"))
+    cfg.train.device = "cuda"
+    cfg.output.out_dir = str(tmp_path / "run")
+    with pytest.raises(InputError, match="sees no CUDA device"):
+        train(cfg, log=lambda m: None)
