@@ -502,18 +502,23 @@ def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(img[y : y + size, x : x + size], dtype=np.float64)
 
 
-def real_m67(data_dir: Path, scale: int) -> Case | None:
+def first_image(path: Path) -> np.ndarray:
+    """The first 2-D image HDU of a FITS file, float64 ``(H, W)``."""
     from astropy.io import fits
 
+    with fits.open(path, memmap=False) as hdul:
+        hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
+        data = np.asarray(hdu.data, dtype=np.float64)
+    return data.reshape(data.shape[-2:])
+
+
+def real_m67(data_dir: Path, scale: int) -> Case | None:
     from astrosleuth_astro.sim import area_downsample
 
     path = Path(data_dir) / "M6707HH.fits"
     if not path.is_file():
         return None
-    with fits.open(path, memmap=False) as hdul:
-        hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
-        data = np.asarray(hdu.data, dtype=np.float64)
-    truth = _centre_crop(data.reshape(data.shape[-2:]), CROP)
+    truth = _centre_crop(first_image(path), CROP)
     note = f"{path.name} centre {CROP}x{CROP} as truth, area-averaged by {scale}"
     return Case("real_m67", area_downsample(truth, scale), 2.0, truth=truth, note=note)
 

@@ -306,17 +306,13 @@ def make_case(name: str, scale: int, data_dir: Path, size: int | None = None) ->
 
 def loo_case(name: str, scale: int, data_dir: Path) -> Case | None:
     """A leave-one-out case: the centre of a training image, area-averaged by ``scale``."""
-    from astropy.io import fits
-
     from astrosleuth_astro.sim import area_downsample
 
     path = Path(data_dir) / LOO[name]
     if not path.is_file():
         return None
-    with fits.open(path, memmap=False) as hdul:
-        hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
-        data = np.asarray(hdu.data, dtype=np.float64)
-    data = np.nan_to_num(data.reshape(data.shape[-2:]), nan=float(np.nanmedian(data)))
+    data = fd.first_image(path)
+    data = np.nan_to_num(data, nan=float(np.nanmedian(data)))
     crop = min(fd.CROP, data.shape[0] // 8 * 8, data.shape[1] // 8 * 8)
     truth = fd._centre_crop(data, crop)
     note = f"{path.name} centre {crop}x{crop} as truth (left out of its fold's training)"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..archs import cond_channels
 from .inputs import NAIVE_PAD, NAIVE_TILE
 
 
@@ -44,8 +45,6 @@ def _naive_net(module):
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return mod(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
-
-    from ..archs import cond_channels
 
     run.cond_channels = cond_channels(mod)  # what mono_net reads
     return run
@@ -94,8 +93,6 @@ def conv_flops_per_pixel(module, size: int = 32) -> float:
     def hook(mod, _inp, out) -> None:
         k = mod.weight.shape  # (Cout, Cin / groups, kh, kw)
         total[0] += 2 * (out.numel() // out.shape[0]) * k[1] * k[2] * k[3]
-
-    from ..archs import cond_channels
 
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     handles = [m.register_forward_hook(hook) for m in convs]
